@@ -1,0 +1,1 @@
+"""mcl: mutual concept loss."""

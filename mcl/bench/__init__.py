@@ -1,0 +1,1 @@
+"""Benchmarks behind `mcl bench ...`: figures measured side by side in one run, never timed tests."""

@@ -1,0 +1,189 @@
+"""The dataset card (``docs/dataset.md``) and the numbers behind ``mcl data info``, computed from a store."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from mcl.data.generator import Episodes
+from mcl.data.primitives import PRIMITIVES, apply_primitive
+from mcl.data.store import EpisodeStore
+
+
+def label_set_name(labels_row, primitives) -> str:
+    return "+".join(p for p, bit in zip(primitives, labels_row) if bit)
+
+
+def split_stats(eps: Episodes, primitives: list[str]) -> dict:
+    """Counts per split: episodes, program lengths, label sets, primitive frequencies."""
+    lengths = (eps.program >= 0).sum(axis=1)
+    sets = Counter(label_set_name(row, primitives) for row in eps.labels)
+    return {
+        "episodes": len(eps),
+        "lengths": {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))},
+        "label_sets": dict(sorted(sets.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "primitive_counts": {p: int(c) for p, c in zip(primitives, eps.labels.sum(axis=0))},
+        "foreground_fraction": float((eps.inputs != 0).mean()),
+    }
+
+
+def store_summary(store: EpisodeStore) -> dict:
+    """Per-split statistics of a store; loading each split verifies its checksum."""
+    return {name: split_stats(store.load(name), store.primitives) for name in store.splits}
+
+
+def format_info(store: EpisodeStore, top: int = 12) -> str:
+    """Text for ``mcl data info``: splits, counts, label-set histogram, checksums."""
+    a = store.attrs
+    stats = store_summary(store)
+    lines = [f"store: {store.path} ({store.format}, schema_version {a['schema_version']})",
+             f"primitives: {', '.join(a['primitives'])}",
+             f"episode: {a['episode_pairs']} pairs of {a['grid_size']}x{a['grid_size']} grids "
+             f"({a['episode_pairs'] - 1} demonstrations + 1 query), colours 0-{a['colours'] - 1}",
+             f"data params: " + ", ".join(f"{k}={v}" for k, v in a["data"].items()), ""]
+    lines.append(f"{'split':<8} {'episodes':>8} {'label sets':>10}  {'lengths':<22} checksum (sha256, verified)")
+    for name, s in stats.items():
+        lens = " ".join(f"{k}:{v}" for k, v in s["lengths"].items())
+        lines.append(f"{name:<8} {s['episodes']:>8} {len(s['label_sets']):>10}  {lens:<22} {a['checksums'][name]}")
+    for name, s in stats.items():
+        lines.append("")
+        lines.append(f"{name}: label-set histogram (top {min(top, len(s['label_sets']))} of {len(s['label_sets'])})")
+        for label, count in list(s["label_sets"].items())[:top]:
+            lines.append(f"  {label:<28} {count:>6}")
+    return "\n".join(lines)
+
+
+SNIPPET = '''\
+import json
+import numpy as np
+import zarr   # or: import h5py
+
+root = zarr.open_group("data/episodes.zarr", mode="r")
+primitives = root.attrs["primitives"]            # label order
+test = root["test"]
+inputs = test["inputs"][:]                        # uint8 [N, S, 8, 8]; the last pair is the query
+outputs = test["outputs"][:]
+labels = test["labels"][:]                        # uint8 [N, P] multi-hot
+print(inputs.shape, [p for p, bit in zip(primitives, labels[0]) if bit])
+
+# The same arrays from the HDF5 variant (data.format: hdf5):
+#   with h5py.File("data/episodes.h5") as f:
+#       attrs = json.loads(f.attrs["mcl"]); inputs = f["test/inputs"][:]
+'''
+
+_EXAMPLE_ARGS = dict(rotate=(1, -1), flip=(1, -1), recolor=(2, 4), swap=(2, 3), translate=(1, 2), gravity=(0, -1),
+                     border=(5, -1), fill_bg=(8, -1))
+
+
+def example_grid() -> np.ndarray:
+    g = np.zeros((8, 8), np.uint8)
+    g[1:3, 1:4] = 2
+    g[4:7, 5] = 3
+    g[5, 2] = 1
+    g[6, 1:3] = 2
+    return g
+
+
+def primitive_figure(name: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from mcl.plots import draw_grid, save_figure
+
+    a, b = _EXAMPLE_ARGS[name]
+    g = example_grid()
+    out = apply_primitive(name, g[None], a, b)[0]
+    fig, axes = plt.subplots(1, 2, figsize=(3.2, 1.7))
+    draw_grid(axes[0], g, "input")
+    draw_grid(axes[1], out, f"{name}({a}, {b})")
+    save_figure(fig, path)
+
+
+def write_card(store: EpisodeStore, out: str | os.PathLike, figures: str | os.PathLike) -> None:
+    """Write the dataset card markdown to ``out`` and its PNGs into ``figures``."""
+    out, figures = Path(out), Path(figures)
+    a = store.attrs
+    stats = store_summary(store)
+    rel = os.path.relpath(figures, out.parent)
+    rows = []
+    for p in PRIMITIVES:
+        primitive_figure(p.name, figures / f"primitive_{p.name}.png")
+        rows.append(f"| `{p.name}` | {p.meaning} | {len(p.param_table)} | ![{p.name}]({rel}/primitive_{p.name}.png) |")
+    split_rows = []
+    for name, s in stats.items():
+        lens = ", ".join(f"{v} of length {k}" for k, v in s["lengths"].items())
+        split_rows.append(f"| `{name}` | {s['episodes']} | {len(s['label_sets'])} | {lens} | "
+                          f"{s['foreground_fraction']:.3f} | `{a['checksums'][name][:16]}` |")
+    prim_rows = [f"| `{name}` | " + " | ".join(str(stats[name]["primitive_counts"][p]) for p in a["primitives"]) + " |"
+                 for name in stats]
+    text = f"""# Dataset card: mcl episodes
+
+Generated by `uv run mcl data card {store.path}` (DVC stage `dataset_card`) from the store that
+`uv run dvc repro generate` writes; every number below is read from that store.
+
+## What an episode is
+An episode is {a['episode_pairs']} input/output pairs of {a['grid_size']}x{a['grid_size']} `uint8` grids
+(colours 0-9, 0 is background) produced by one program with one set of parameters: the first
+{a['episode_pairs'] - 1} pairs are demonstrations, the last is the query. A program is 1-3 steps of
+distinct primitive types applied in order (step 0 first); its label is the multi-hot over primitive
+types, in the order of the `primitives` attribute. Input grids hold {a['data']['min_shapes']}-{a['data']['max_shapes']}
+rectangles or sprites (side <= {a['data']['max_shape_size']}) drawn from a palette of {a['data']['palette']} colours shared by the episode.
+
+## Primitives
+Parameters are two integers `(a, b)` stored in `args`, `-1` where unused.
+
+| name | meaning of (a, b) | parameter choices | example |
+|---|---|---|---|
+""" + "\n".join(rows) + f"""
+
+## Rules the generator enforces
+- No pair is a no-op (output != input), and no step leaves any of its grids unchanged.
+- Labels are identifiable: a program is never functionally equal to a shorter program, nor (length
+  <= 2) to a program of the same length with another label set, checked against a signature table of
+  every program of length <= 2 with every parameter choice, on fixed probe grids. Label sets with no
+  identifiable program (e.g. `rotate`+`flip`: a rotation then a flip is a single flip) are dropped.
+- Colours a step refers to (recolor source, both swap colours) occur in every grid that step
+  receives, in every pair of the episode.
+- `train`/`val` hold lengths 1-2, `test`/`fewshot` length 3 only, so no test label set occurs in
+  train; `val` episodes are not `train` episodes and `fewshot` episodes are not `test` episodes.
+- `probe`: {a['probe']['programs']} programs (half with train label sets, half with test label sets) x
+  {a['probe']['episodes_per_program']} episodes; row `i * {a['probe']['episodes_per_program']} + j` is episode j of
+  program i, and episode j of every program has the same input grids.
+
+## Splits
+| split | episodes | label sets | program lengths | foreground fraction | sha256 (prefix) |
+|---|---|---|---|---|---|
+""" + "\n".join(split_rows) + """
+
+Episodes per primitive (an episode counts once for each primitive in its label):
+
+| split | """ + " | ".join(f"`{p}`" for p in a["primitives"]) + " |\n|---|" + "---|" * len(a["primitives"]) + "\n" + "\n".join(prim_rows) + f"""
+
+## Schema
+One group per split; every array is stored as a single chunk (a few dozen files in all, which keeps
+`dvc push`/`pull` fast).
+
+| array | dtype | shape | content |
+|---|---|---|---|
+| `inputs` | uint8 | [N, S, 8, 8] | input grids, S = demos + 1, the last is the query |
+| `outputs` | uint8 | [N, S, 8, 8] | output grids |
+| `labels` | uint8 | [N, P] | multi-hot primitive label, P = {len(a['primitives'])} |
+| `program` | int16 | [N, 3] | primitive index per step, -1 padding |
+| `args` | int16 | [N, 3, 2] | parameters (a, b) per step, -1 where unused |
+
+Root attributes (Zarr: group attributes; HDF5: JSON string in the root attribute `mcl`):
+`schema_version` ({a['schema_version']}), `primitives`, `parameters`, `grid_size`, `colours`,
+`episode_pairs`, `data` (the `data` params used), `splits` (counts), `label_sets`, `probe`, and
+`checksums`: SHA-256 per split over `name:dtype:shape` and the C-order bytes of each array in the
+order above. `mcl` verifies them on every read.
+
+## Reading a split without mcl
+```python
+{SNIPPET}```
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, out)

@@ -1,0 +1,463 @@
+"""Episode generator: structured input grids, programs, the generator rules, and the five splits.
+
+A program is 1-3 steps of distinct primitive types applied in order; its label is the
+multi-hot over primitive types. An episode is ``demos + 1`` input/output pairs of one
+program with one set of parameters (the last pair is the query).
+
+Rules enforced for every episode (each has a test):
+
+* no pair is a no-op (output != input), and no step leaves any of its grids unchanged;
+* labels are identifiable: a program is never functionally equal to a shorter program,
+  nor (length <= 2) to a program of the same length with another label set. Checked with a
+  signature table of every program of length <= 2 (every parameter choice) on fixed probe
+  grids (:class:`SignatureTable`);
+* colours a step's parameters refer to (recolor source, both swap colours) occur in every
+  grid that step receives, in every pair of the episode;
+* test label sets (length 3) never occur in train (length 1-2), val episodes are not train
+  episodes, fewshot episodes are not test episodes.
+
+Everything is vectorised over episodes; randomness comes from ``numpy.random.Generator``
+streams seeded by ``(data.seed, split)``, so the same params give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcl.config import DataConfig
+from mcl.data.primitives import (COLOURS, MAX_PARAMS, NUM_PRIMITIVES, PARAM_INDEX, PRIMITIVES, SIZE,
+                                 apply_steps, run_programs)
+
+MAX_STEPS = 3
+SPLITS = ("train", "val", "test", "fewshot", "probe")
+SPLIT_LENGTHS = {"train": (1, 2), "val": (1, 2), "test": (3,), "fewshot": (3,)}
+_SPLIT_STREAM = {name: i for i, name in enumerate(SPLITS)}
+TABLE_SEED = 20240611  # fixed: the probe grids are part of the generator's definition
+PILOT_SEED = 7  # fixed: which label sets are feasible does not depend on data.seed
+
+
+@dataclass
+class Episodes:
+    """A batch of episodes: the arrays stored per split.
+
+    inputs, outputs: uint8 [N, S, 8, 8]; labels: uint8 [N, P] multi-hot;
+    program: int16 [N, 3] primitive index per step (-1 padding); args: int16 [N, 3, 2].
+    """
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    labels: np.ndarray
+    program: np.ndarray
+    args: np.ndarray
+
+    FIELDS = ("inputs", "outputs", "labels", "program", "args")
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def take(self, rows) -> "Episodes":
+        return Episodes(*(getattr(self, f)[rows] for f in self.FIELDS))
+
+    @staticmethod
+    def concat(parts: list["Episodes"]) -> "Episodes":
+        return Episodes(*(np.concatenate([getattr(p, f) for p in parts]) for f in Episodes.FIELDS))
+
+
+# ---------------------------------------------------------------------------
+# input grids
+
+# ROW_EXPAND[v]: the 64-bit cell mask (bit 8 * row + col) of the rows set in byte v
+_ROW_EXPAND = np.array([sum(0xFF << (8 * r) for r in range(SIZE) if v >> r & 1) for v in range(256)], np.uint64)
+_EVERY_ROW = np.uint64(0x0101010101010101)
+
+
+def random_grids(rng: np.random.Generator, palettes: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Structured grids: a few rectangles or sprites painted on background, later shapes on top.
+
+    palettes: uint8 [N, C] colours (1..9) each grid draws its shapes from; the first shape
+    always has colour ``palettes[:, 0]``, so grids sharing a palette share a colour. A sprite is a
+    rectangle with about a quarter of its cells left out at random. Returns uint8 [N, 8, 8].
+    Shapes are built as 64-bit cell masks (bit 8 * row + col), so the work per grid is a
+    few integer operations per shape.
+    """
+    n = len(palettes)
+    count = rng.integers(cfg.min_shapes, cfg.max_shapes + 1, n)
+    masks = []
+    for s in range(cfg.max_shapes):
+        h = rng.integers(1, cfg.max_shape_size + 1, n)
+        w = rng.integers(1, cfg.max_shape_size + 1, n)
+        top = rng.integers(0, SIZE - h + 1)
+        left = rng.integers(0, SIZE - w + 1)
+        rows = _ROW_EXPAND[((1 << h) - 1) << top]
+        cols = (((1 << w) - 1) << left).astype(np.uint64) * _EVERY_ROW
+        noise = np.frombuffer(rng.bytes(16 * n), np.uint64).reshape(2, n)
+        sprite = rng.random(n) < cfg.sprite_prob
+        keep = np.where(sprite, noise[0] | noise[1], np.uint64(0xFFFFFFFFFFFFFFFF))
+        masks.append(np.where(s < count, rows & cols & keep, np.uint64(0)))
+    colours = palettes[np.arange(n)[:, None], rng.integers(0, palettes.shape[1], (n, cfg.max_shapes))]
+    colours[:, 0] = palettes[:, 0]  # the first shape has the palette's first colour, shared by the episode
+    grids = np.zeros((n, SIZE * SIZE), np.uint8)
+    covered = np.zeros(n, np.uint64)
+    for s in reversed(range(cfg.max_shapes)):  # later shapes paint over earlier ones
+        visible = masks[s] & ~covered
+        covered |= masks[s]
+        cells = np.unpackbits(visible.astype("<u8").view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
+        grids += cells * colours[:, s, None]
+    return grids.reshape(n, SIZE, SIZE)
+
+
+def episode_inputs(rng: np.random.Generator, n: int, cfg: DataConfig) -> np.ndarray:
+    """Input grids uint8 [n, S, 8, 8]; the S grids of an episode share a palette of cfg.palette colours."""
+    s = cfg.demos + 1
+    palettes = (np.argsort(rng.random((n, 9)), axis=1)[:, :cfg.palette] + 1).astype(np.uint8)
+    grids = random_grids(rng, np.repeat(palettes, s, axis=0), cfg)
+    return grids.reshape(n, s, SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------------
+# the signature table: identifiability of labels
+
+def probe_grids() -> np.ndarray:
+    """Fixed grids [8, 8, 8] on which program signatures are computed: every colour, lots of background."""
+    rng = np.random.default_rng(TABLE_SEED)
+    while True:
+        g = rng.integers(1, COLOURS, (8, SIZE, SIZE)).astype(np.uint8)
+        g[rng.random(g.shape) < 0.4] = 0
+        if all(np.isin(np.arange(COLOURS), x).all() for x in g):
+            return g
+
+
+_HASH_WEIGHTS = np.random.default_rng(TABLE_SEED + 1).integers(1, 2**63, 8 * SIZE * SIZE, dtype=np.uint64) | np.uint64(1)
+
+
+def signatures(program: np.ndarray, args: np.ndarray) -> np.ndarray:
+    """64-bit signature per program: a hash of its outputs on :func:`probe_grids`. [M] uint64."""
+    probes = probe_grids()
+    m, k = len(program), len(probes)
+    grids = np.tile(probes, (m, 1, 1))
+    out = run_programs(grids, np.repeat(program, k, axis=0), np.repeat(args, k, axis=0))
+    flat = out.reshape(m, k * SIZE * SIZE).astype(np.uint64) + np.uint64(1)
+    return (flat * _HASH_WEIGHTS).sum(axis=1, dtype=np.uint64)
+
+
+def label_masks(program: np.ndarray) -> np.ndarray:
+    """Label set of each program as a bitmask int64 [M] (bit p set when primitive p occurs)."""
+    bits = np.where(program >= 0, np.left_shift(1, np.maximum(program, 0)), 0)
+    return np.bitwise_or.reduce(bits, axis=1).astype(np.int64)
+
+
+def _param_key(program: np.ndarray, args: np.ndarray) -> np.ndarray:
+    """Dense index of a program's steps: (p * MAX_PARAMS + param row) per step, NONE for padding."""
+    p = np.maximum(program, 0).astype(np.int64)
+    row = PARAM_INDEX[p, args[..., 0].astype(np.int64) + 2, args[..., 1].astype(np.int64) + 2]
+    return np.where(program >= 0, p * MAX_PARAMS + row, NUM_PRIMITIVES * MAX_PARAMS)
+
+
+def all_programs(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every program of exactly ``length`` steps with every parameter choice: (program [M, 3], args [M, 3, 2])."""
+    progs, argss = [], []
+    for types in itertools.permutations(range(NUM_PRIMITIVES), length):
+        tables = [PRIMITIVES[t].param_table for t in types]
+        for choice in itertools.product(*(range(len(t)) for t in tables)):
+            prog = list(types) + [-1] * (MAX_STEPS - length)
+            arg = [tables[i][c].tolist() for i, c in enumerate(choice)] + [[-1, -1]] * (MAX_STEPS - length)
+            progs.append(prog)
+            argss.append(arg)
+    if not progs:  # length 0: the identity
+        return np.full((1, MAX_STEPS), -1, np.int16), np.full((1, MAX_STEPS, 2), -1, np.int16)
+    return np.array(progs, np.int16), np.array(argss, np.int16)
+
+
+class SignatureTable:
+    """Signatures of every program of length 0-2 on the probe grids, and the identifiability verdict.
+
+    A program of length L with label set m is *identifiable* unless some program of
+    length < L has the same signature, or (L <= 2) a program of length L with another
+    label set does. Length <= 2 verdicts are precomputed per parameter choice; length 3
+    programs are hashed on demand.
+    """
+
+    def __init__(self):
+        sigs, lens, masks, keys = [], [], [], []
+        for length in (0, 1, 2):
+            prog, args = all_programs(length)
+            sigs.append(signatures(prog, args))
+            lens.append(np.full(len(prog), length))
+            masks.append(label_masks(prog))
+            keys.append(_param_key(prog, args))
+        sig, length, mask, key = (np.concatenate(x) for x in (sigs, lens, masks, keys))
+        order = np.lexsort((length, sig))
+        sig, length, mask, key = sig[order], length[order], mask[order], key[order]
+        self.sigs, first = np.unique(sig, return_index=True)
+        group = np.searchsorted(self.sigs, sig)
+        self.min_len = length[first]  # per signature: shortest program with it
+        # per signature: label mask of its shortest programs if they all agree, else -1
+        shortest = length == self.min_len[group]
+        lo = np.full(len(self.sigs), np.iinfo(np.int64).max)
+        hi = np.full(len(self.sigs), -1)
+        np.minimum.at(lo, group[shortest], mask[shortest])
+        np.maximum.at(hi, group[shortest], mask[shortest])
+        self.unique_mask = np.where(lo == hi, lo, -1)
+        ok = (self.min_len[group] == length) & (self.unique_mask[group] == mask) & (length > 0)
+        none = NUM_PRIMITIVES * MAX_PARAMS
+        self.allowed_short = np.zeros((none + 1, none + 1), bool)
+        self.allowed_short[key[:, 0], key[:, 1]] = ok
+        self.count = len(sig)
+
+    def identifiable(self, program: np.ndarray, args: np.ndarray) -> np.ndarray:
+        """Bool [M]: which programs pass the identifiability rule."""
+        length = (program >= 0).sum(axis=1)
+        key = _param_key(program, args)
+        verdict = self.allowed_short[key[:, 0], key[:, 1]] & (length <= 2)
+        long = np.flatnonzero(length == 3)
+        if len(long):
+            # hash each distinct length-3 program once
+            uniq, inverse = np.unique(key[long], axis=0, return_inverse=True)
+            first = long[np.unique(inverse.ravel(), return_index=True)[1]]
+            sig = signatures(program[first], args[first])
+            hit = np.isin(sig, self.sigs)
+            verdict[long] = ~hit[inverse.ravel()]
+        return verdict
+
+
+_TABLE: SignatureTable | None = None
+
+
+def signature_table() -> SignatureTable:
+    """The process-wide signature table (built once, about a second)."""
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = SignatureTable()
+    return _TABLE
+
+
+# ---------------------------------------------------------------------------
+# programs on episodes
+
+def _present(grids: np.ndarray) -> np.ndarray:
+    """Colours present in *every* grid of each episode: bool [N, 10] for grids [N, S, 8, 8]."""
+    n, s = grids.shape[:2]
+    bits = np.left_shift(np.uint16(1), grids.reshape(n, s, -1).astype(np.uint16))
+    common = np.bitwise_and.reduce(np.bitwise_or.reduce(bits, axis=2), axis=1)  # [n] colour bitmask
+    return (common[:, None] >> np.arange(COLOURS, dtype=np.uint16)) & 1 == 1
+
+
+def _sample_args(rng: np.random.Generator, p: int, grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters for primitive ``p`` on the episodes ``grids`` [n, S, 8, 8]: args int16 [n, 2], ok bool [n].
+
+    Recolor and swap draw their source colours from the colours present in every grid.
+    """
+    n = len(grids)
+    name = PRIMITIVES[p].name
+    if name in ("recolor", "swap"):
+        allowed = _present(grids)
+        if name == "recolor":
+            allowed[:, 0] = False  # recolouring background would be fill_bg
+        score = np.where(allowed, rng.random((n, COLOURS)), -1.0)
+        top2 = np.argsort(-score, axis=1)[:, :2]
+        if name == "recolor":
+            a = top2[:, 0]
+            b = (a + rng.integers(1, COLOURS, n)) % COLOURS  # any colour but a
+            ok = allowed.any(axis=1)
+        else:
+            a, b = top2.min(axis=1), top2.max(axis=1)
+            ok = allowed.sum(axis=1) >= 2
+        return np.stack([a, b], axis=1).astype(np.int16), ok
+    table = PRIMITIVES[p].param_table
+    return table[rng.integers(0, len(table), n)], np.ones(n, bool)
+
+
+def apply_programs(rng: np.random.Generator, inputs: np.ndarray, program: np.ndarray,
+                   table: SignatureTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw parameters for each episode's program, run it, and check every rule.
+
+    inputs uint8 [N, S, 8, 8]; program int16 [N, 3]. Returns outputs uint8 [N, S, 8, 8],
+    args int16 [N, 3, 2] and valid bool [N].
+    """
+    n, s = inputs.shape[:2]
+    grids = inputs.copy()
+    args = np.full((n, MAX_STEPS, 2), -1, np.int16)
+    valid = np.ones(n, bool)
+    for t in range(MAX_STEPS):
+        if (program[:, t] < 0).all():
+            break
+        for p in range(NUM_PRIMITIVES):
+            rows = np.flatnonzero(program[:, t] == p)
+            if len(rows):
+                args[rows, t], ok = _sample_args(rng, p, grids[rows])
+                valid[rows] &= ok
+        step = np.repeat(program[:, t], s)
+        new = apply_steps(grids.reshape(n * s, SIZE, SIZE), step, np.repeat(args[:, t], s, axis=0)).reshape(grids.shape)
+        unchanged = (new == grids).all(axis=(2, 3)).any(axis=1)  # some pair left unchanged by this step
+        valid &= ~(unchanged & (program[:, t] >= 0))
+        grids = new
+    valid &= ~(grids == inputs).all(axis=(2, 3)).any(axis=1)  # no pair is a no-op overall
+    valid[valid] &= table.identifiable(program[valid], args[valid])
+    return grids, args, valid
+
+
+def episode_hashes(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """64-bit hash per episode of its input and output grids, for disjointness checks. [N] uint64."""
+    n = len(inputs)
+    words = np.concatenate([np.ascontiguousarray(inputs).reshape(n, -1).view(np.uint64),
+                            np.ascontiguousarray(outputs).reshape(n, -1).view(np.uint64)], axis=1)
+    weights = np.random.default_rng(TABLE_SEED + 2).integers(1, 2**63, words.shape[1], dtype=np.uint64) | np.uint64(1)
+    mixed = (words ^ (words >> np.uint64(29))) * weights  # mix each word before the weighted sum
+    return mixed.sum(axis=1, dtype=np.uint64)
+
+
+def _orders(rng: np.random.Generator, masks: np.ndarray) -> np.ndarray:
+    """A random step order for each label set: program int16 [N, 3] (-1 padded)."""
+    n = len(masks)
+    member = (masks[:, None] >> np.arange(NUM_PRIMITIVES)) & 1 == 1
+    score = np.where(member, rng.random((n, NUM_PRIMITIVES)), 2.0)
+    order = np.argsort(score, axis=1)[:, :MAX_STEPS]
+    length = member.sum(axis=1)
+    return np.where(np.arange(MAX_STEPS) < length[:, None], order, -1).astype(np.int16)
+
+
+def episodes_for_label_sets(rng: np.random.Generator, masks: np.ndarray, cfg: DataConfig,
+                            table: SignatureTable, exclude: np.ndarray | None = None,
+                            max_rounds: int = 200) -> Episodes:
+    """One valid episode per entry of ``masks`` (label-set bitmasks), resampling failures.
+
+    Each round redraws order, inputs and parameters for the episodes still invalid.
+    ``exclude``: episode hashes that must not be produced (disjointness between splits).
+    """
+    n = len(masks)
+    s = cfg.demos + 1
+    out = Episodes(np.zeros((n, s, SIZE, SIZE), np.uint8), np.zeros((n, s, SIZE, SIZE), np.uint8),
+                   ((masks[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8),
+                   np.full((n, MAX_STEPS), -1, np.int16), np.full((n, MAX_STEPS, 2), -1, np.int16))
+    todo = np.arange(n)
+    for _ in range(max_rounds):
+        if not len(todo):
+            return out
+        program = _orders(rng, masks[todo])
+        inputs = episode_inputs(rng, len(todo), cfg)
+        outputs, args, valid = apply_programs(rng, inputs, program, table)
+        if exclude is not None and len(exclude):
+            valid &= ~np.isin(episode_hashes(inputs, outputs), exclude)
+        done = todo[valid]
+        out.inputs[done], out.outputs[done] = inputs[valid], outputs[valid]
+        out.program[done], out.args[done] = program[valid], args[valid]
+        todo = todo[~valid]
+    stuck = sorted({int(m) for m in masks[todo]})
+    raise RuntimeError(f"generator: no valid episode after {max_rounds} rounds for label sets {stuck}")
+
+
+def feasible_label_sets(lengths: tuple[int, ...], cfg: DataConfig, table: SignatureTable,
+                        trials: int = 128, min_rate: float = 0.05) -> np.ndarray:
+    """Label-set bitmasks of the given lengths whose episodes pass the rules often enough.
+
+    Some label sets admit no identifiable program (rotate + flip is always a single
+    flip); a pilot of ``trials`` episodes per label set with a fixed seed keeps those
+    whose acceptance rate is at least ``min_rate``. Sorted int64 array.
+    """
+    candidates = np.array([sum(1 << p for p in combo) for length in lengths
+                           for combo in itertools.combinations(range(NUM_PRIMITIVES), length)], np.int64)
+    rng = np.random.default_rng(PILOT_SEED)
+    masks = np.repeat(candidates, trials)
+    _, _, valid = apply_programs(rng, episode_inputs(rng, len(masks), cfg), _orders(rng, masks), table)
+    rate = valid.reshape(len(candidates), trials).mean(axis=1)
+    return np.sort(candidates[rate >= min_rate])
+
+
+def _balanced(rng: np.random.Generator, label_sets: np.ndarray, n: int) -> np.ndarray:
+    """n label sets cycling through ``label_sets`` (balanced), in random order."""
+    return rng.permutation(np.resize(rng.permutation(label_sets), n))
+
+
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_STREAM[split]])
+
+
+def generate_split(split: str, n: int, cfg: DataConfig, table: SignatureTable, label_sets: np.ndarray,
+                   exclude: np.ndarray | None = None) -> Episodes:
+    """``n`` episodes of ``split`` with label sets balanced over ``label_sets``."""
+    rng = split_rng(cfg.seed, split)
+    return episodes_for_label_sets(rng, _balanced(rng, label_sets, n), cfg, table, exclude)
+
+
+def generate_probe(cfg: DataConfig, table: SignatureTable, train_sets: np.ndarray, test_sets: np.ndarray,
+                   retries: int = 20, max_rounds: int = 500) -> Episodes:
+    """The probe split: ``probe_programs`` programs x ``probe_episodes`` episodes on shared inputs.
+
+    Half the programs have train label sets, half test label sets; each program has one
+    fixed step order. Row ``i * probe_episodes + j`` is episode j of program i, and episode j
+    of every program uses the same input grids. Parameters are drawn per episode.
+    """
+    rng = split_rng(cfg.seed, "probe")
+    n_train = cfg.probe_programs // 2
+    masks = np.concatenate([rng.choice(train_sets, n_train, replace=len(train_sets) < n_train),
+                            rng.choice(test_sets, cfg.probe_programs - n_train,
+                                       replace=len(test_sets) < cfg.probe_programs - n_train)])
+    # one step order per program that is feasible on typical inputs
+    programs = episodes_for_label_sets(rng, masks, cfg, table).program
+    p, e = len(programs), cfg.probe_episodes
+    chosen: list[Episodes] = []
+    for _ in range(max_rounds):
+        if len(chosen) >= e:
+            break
+        j = 64  # candidate input sets per round
+        inputs = np.repeat(episode_inputs(rng, j, cfg), p, axis=0)  # [j*p, S, 8, 8], input set major
+        program = np.tile(programs, (j, 1))
+        outputs = np.zeros_like(inputs)
+        args = np.full((j * p, MAX_STEPS, 2), -1, np.int16)
+        valid = np.zeros(j * p, bool)
+        for _ in range(retries):  # redraw parameters (not inputs) for the failures
+            todo = np.flatnonzero(~valid)
+            if not len(todo):
+                break
+            o, a, v = apply_programs(rng, inputs[todo], program[todo], table)
+            outputs[todo[v]], args[todo[v]], valid[todo[v]] = o[v], a[v], True
+        good = np.flatnonzero(valid.reshape(j, p).all(axis=1))
+        for g in good[: e - len(chosen)]:
+            rows = np.arange(g * p, (g + 1) * p)
+            chosen.append(Episodes(inputs[rows], outputs[rows], np.zeros((p, NUM_PRIMITIVES), np.uint8),
+                                   program[rows], args[rows]))
+    if len(chosen) < e:
+        raise RuntimeError(f"generator: only {len(chosen)} of {e} probe input sets satisfy every probe program")
+    eps = Episodes.concat(chosen)  # episode-major: row j * p + i
+    order = np.arange(p * e).reshape(e, p).T.ravel()  # -> program-major: row i * e + j
+    eps = eps.take(order)
+    eps.labels = ((label_masks(eps.program)[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8)
+    return eps
+
+
+def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes], dict[str, list[int]]]:
+    """All five splits for ``cfg``: train, val (lengths 1-2), test, fewshot (length 3), probe.
+
+    Returns the splits and the feasible label sets (bitmasks) of train/val and test/fewshot.
+    ``progress(name)`` is called after each split.
+    """
+    table = signature_table()
+    train_sets = feasible_label_sets((1, 2), cfg, table)
+    test_sets = feasible_label_sets((3,), cfg, table)
+    sizes = dict(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, fewshot=cfg.n_fewshot)
+    splits: dict[str, Episodes] = {}
+    for name in ("train", "val", "test", "fewshot"):
+        sets = train_sets if name in ("train", "val") else test_sets
+        exclude = {"val": "train", "fewshot": "test"}.get(name)
+        hashes = episode_hashes(splits[exclude].inputs, splits[exclude].outputs) if exclude else None
+        splits[name] = generate_split(name, sizes[name], cfg, table, sets, hashes)
+        if progress:
+            progress(name)
+    splits["probe"] = generate_probe(cfg, table, train_sets, test_sets)
+    if progress:
+        progress("probe")
+    return splits, {"train": train_sets.tolist(), "test": test_sets.tolist()}
+
+
+def split_checksum(eps: Episodes) -> str:
+    """SHA-256 over every array of a split (name, dtype, shape, bytes in C order)."""
+    digest = hashlib.sha256()
+    for name in Episodes.FIELDS:
+        arr = np.ascontiguousarray(getattr(eps, name))
+        digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,189 @@
+"""Frozen episode stores: Zarr v3 (directory ``*.zarr``) or HDF5 (file ``*.h5``), same content.
+
+Layout: one group per split holding ``inputs``, ``outputs`` uint8 [N, S, 8, 8], ``labels``
+uint8 [N, P], ``program`` int16 [N, 3], ``args`` int16 [N, 3, 2], each in a single chunk.
+Root attributes: ``schema_version``, ``primitives`` (label order), ``parameters`` (meaning of
+(a, b) per primitive), ``grid_size``, ``colours``, ``data`` (the params used),
+``label_sets`` and ``checksums`` (SHA-256 per split, see
+:func:`mcl.data.generator.split_checksum`).
+
+Writes go to a temporary path that is renamed into place, so a killed writer never
+leaves a partial store at the final path. Reads check the schema version, dtypes,
+shapes and checksums and raise :class:`StoreError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mcl.config import DataConfig, to_dict
+from mcl.data.generator import SPLITS, Episodes, split_checksum
+from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
+
+SCHEMA_VERSION = 1
+_DTYPES = dict(inputs=np.uint8, outputs=np.uint8, labels=np.uint8, program=np.int16, args=np.int16)
+
+
+class StoreError(RuntimeError):
+    """A missing, corrupt, truncated or mismatched episode store."""
+
+
+def store_format(path: str | os.PathLike) -> str:
+    """'zarr' for ``*.zarr``, 'hdf5' for ``*.h5`` / ``*.hdf5``."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".zarr":
+        return "zarr"
+    if suffix in (".h5", ".hdf5"):
+        return "hdf5"
+    raise StoreError(f"{path}: unknown store format (expected a .zarr directory or an .h5 file)")
+
+
+def store_attrs(splits: dict[str, Episodes], cfg: DataConfig, label_sets: dict[str, list[int]] | None = None) -> dict:
+    """Root attributes describing a dataset (JSON-serialisable)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "primitives": list(NAMES),
+        "parameters": {p.name: p.meaning for p in PRIMITIVES},
+        "grid_size": SIZE,
+        "colours": 10,
+        "episode_pairs": cfg.demos + 1,
+        "data": to_dict(cfg),
+        "splits": {name: len(eps) for name, eps in splits.items()},
+        "label_sets": label_sets or {},
+        "probe": {"programs": cfg.probe_programs, "episodes_per_program": cfg.probe_episodes},
+        "checksums": {name: split_checksum(eps) for name, eps in splits.items()},
+    }
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path``, replacing what is there (a file or a directory)."""
+    if path.is_dir() and not path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def write_store(path: str | os.PathLike, splits: dict[str, Episodes], attrs: dict) -> None:
+    """Write ``splits`` and root ``attrs`` to ``path`` atomically (temp path, then rename)."""
+    path = Path(path)
+    fmt = store_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        if fmt == "zarr":
+            import zarr
+
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            for name, eps in splits.items():
+                group = root.create_group(name)
+                for field in Episodes.FIELDS:
+                    arr = np.ascontiguousarray(getattr(eps, field))
+                    group.create_array(field, data=arr, chunks=arr.shape if arr.size else None)
+            root.attrs.update(attrs)
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                for name, eps in splits.items():
+                    group = f.create_group(name)
+                    for field in Episodes.FIELDS:
+                        arr = np.ascontiguousarray(getattr(eps, field))
+                        group.create_dataset(field, data=arr, compression="gzip", compression_opts=4,
+                                             chunks=arr.shape if arr.size else None)
+                f.attrs["mcl"] = json.dumps(attrs)
+        _replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+        raise
+
+
+class EpisodeStore:
+    """Read access to a frozen store; every split read is validated against its checksum."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.format = store_format(self.path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: store not found (run `mcl generate` or `dvc repro generate`)")
+        try:
+            if self.format == "zarr":
+                import zarr
+
+                self._root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+                self.attrs = dict(self._root.attrs)
+            else:
+                import h5py
+
+                with h5py.File(self.path, "r") as f:
+                    self.attrs = json.loads(f.attrs["mcl"])
+        except Exception as e:
+            raise StoreError(f"{self.path}: unreadable store metadata ({type(e).__name__}: {e})") from None
+        version = self.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema_version {version!r} but this mcl reads {SCHEMA_VERSION}")
+        for key in ("primitives", "checksums", "splits"):
+            if key not in self.attrs:
+                raise StoreError(f"{self.path}: attribute {key!r} missing")
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.attrs["splits"])
+
+    @property
+    def primitives(self) -> list[str]:
+        return list(self.attrs["primitives"])
+
+    def _read_arrays(self, split: str) -> dict[str, np.ndarray]:
+        if self.format == "zarr":
+            group = self._root[split]
+            return {field: np.asarray(group[field][...]) for field in Episodes.FIELDS}
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return {field: f[split][field][...] for field in Episodes.FIELDS}
+
+    def load(self, split: str, verify: bool = True) -> Episodes:
+        """Read one split, checking dtypes, shapes and (``verify``) its SHA-256."""
+        if split not in self.attrs["splits"]:
+            raise StoreError(f"{self.path}: split {split!r} missing (has {', '.join(self.splits)})")
+        try:
+            arrays = self._read_arrays(split)
+        except Exception as e:
+            raise StoreError(f"{self.path}: cannot read split {split!r} ({type(e).__name__}: {e})") from None
+        n, p = self.attrs["splits"][split], len(self.primitives)
+        s = self.attrs.get("episode_pairs", arrays["inputs"].shape[1] if arrays["inputs"].ndim == 4 else -1)
+        shapes = dict(inputs=(n, s, SIZE, SIZE), outputs=(n, s, SIZE, SIZE), labels=(n, p), program=(n, 3), args=(n, 3, 2))
+        for field, arr in arrays.items():
+            if arr.dtype != _DTYPES[field] or arr.shape != shapes[field]:
+                raise StoreError(f"{self.path}: {split}/{field} is {arr.dtype}{list(arr.shape)}, "
+                                 f"expected {np.dtype(_DTYPES[field])}{list(shapes[field])}")
+        eps = Episodes(**arrays)
+        if verify:
+            expected = self.attrs["checksums"].get(split)
+            actual = split_checksum(eps)
+            if actual != expected:
+                raise StoreError(f"{self.path}: split {split!r} fails its checksum "
+                                 f"(stored {str(expected)[:12]}..., computed {actual[:12]}...): the store is corrupt")
+        return eps
+
+    def load_all(self) -> dict[str, Episodes]:
+        return {name: self.load(name) for name in self.splits}
+
+
+def open_store(path: str | os.PathLike) -> EpisodeStore:
+    return EpisodeStore(path)
+
+
+__all__ = ["SCHEMA_VERSION", "SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
+           "store_format"]

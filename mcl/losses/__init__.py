@@ -1,0 +1,1 @@
+"""Losses: task (CE / soft IoU), shared-subspace, sparse autoencoder, and the weighted manager."""

@@ -1,0 +1,1 @@
+"""Task-inference model: encoders, bottleneck, sparse autoencoder, executor, adapters."""

@@ -1,0 +1,53 @@
+"""Checkpoints: atomic writes, safe loads (no arbitrary unpickling), config checks.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts written with
+``torch.save`` to a temporary file that is renamed into place, and read back with
+``torch.load(..., weights_only=True)``, which refuses pickled objects of any other type
+(so a crafted file cannot run code on load).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "mcl-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A missing, truncated, unsafe or mismatched checkpoint."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, model_config: dict | None = None, map_location="cpu") -> dict:
+    """Read a checkpoint safely; with ``model_config``, refuse one saved for another model config."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({type(e).__name__}: {first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an mcl checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+    if model_config is not None:
+        saved = state.get("config", {}).get("model", {})
+        diff = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
+        if diff:
+            detail = ", ".join(f"model.{k} (checkpoint {saved.get(k)!r}, params {model_config.get(k)!r})" for k in diff)
+            raise CheckpointError(f"{path}: checkpoint was trained with a different model config: {detail}")
+    return state

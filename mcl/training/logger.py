@@ -1,0 +1,77 @@
+"""Training logs written three ways: DVCLive (for `dvc exp show` / `dvc plots`), TensorBoard, and a CSV.
+
+All rows are kept in memory and ``metrics.csv`` is rewritten atomically at each log, so a
+resumed run can drop the rows after its checkpoint and replay the rest: the logs of a
+killed-and-resumed run equal those of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+
+class RunLogger:
+    """Logs rows of scalars keyed by step.
+
+    Parameters
+    ----------
+    metrics_dir : folder for ``metrics.csv`` and the DVCLive files (``metrics.json``, ``plots/``)
+    tb_dir : TensorBoard log folder, or None to skip TensorBoard
+    resume_step : keep the rows of an existing ``metrics.csv`` up to this step (None: start fresh)
+    """
+
+    def __init__(self, metrics_dir: str | os.PathLike, tb_dir: str | os.PathLike | None, resume_step: int | None = None):
+        from dvclive import Live
+
+        self.dir = Path(metrics_dir)
+        self.csv_path = self.dir / "metrics.csv"
+        self.rows: list[dict] = []
+        if resume_step is not None and self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+            self.rows = [r for r in self.rows if r["step"] <= resume_step]
+        # DVCLive: dvcyaml=None and save_dvc_exp=False so it never rewrites the root dvc.yaml;
+        # the metrics and plots are declared in dvc.yaml.
+        self.live = Live(str(self.dir), resume=False, dvcyaml=None, save_dvc_exp=False, report=None)
+        self.tb = None
+        if tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(tb_dir), purge_step=None if resume_step is None else resume_step + 1)
+        for row in self.rows:  # replay kept rows so DVCLive's files match an uninterrupted run
+            self._live_row(row)
+
+    def _live_row(self, row: dict) -> None:
+        self.live.step = int(row["step"])
+        for key, value in row.items():
+            if key != "step" and not math.isnan(value):
+                self.live.log_metric(key, value)
+        self.live.make_summary()
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": float(step), **{k: float(v) for k, v in values.items()}}
+        self.rows.append(row)
+        self._live_row(row)
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        keys = ["step"] + sorted({k for r in self.rows for k in r} - {"step"})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            for r in self.rows:
+                writer.writerow({k: (int(v) if k == "step" else repr(v)) for k, v in r.items()})
+        os.replace(tmp, self.csv_path)
+
+    def close(self) -> None:
+        self.live.end()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,262 @@
+"""The training loop behind `mcl train`: one arm, one seed, one run directory.
+
+AdamW with linear warmup and cosine decay, gradient clipping and accumulation, bf16
+autocast on CUDA (off on CPU), batches from :class:`GroupedBatchSampler` over a
+device-resident split. The state after every completed step is a pure function of
+(params, arm, seed, step), so a run killed and resumed from its last checkpoint ends with
+exactly the metrics of an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from mcl.config import Params, to_dict
+from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, label_set_ids
+from mcl.data.primitives import NUM_PRIMITIVES
+from mcl.data.store import open_store
+from mcl.evaluation.metrics import per_episode, summarise
+from mcl.losses.manager import LossManager
+from mcl.models.model import MCLModel
+from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mcl.training.logger import RunLogger
+
+ARMS = ("share", "baseline")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training hit a non-finite loss or gradient with ``train.nonfinite: stop``."""
+
+
+def arm_params(params: Params, arm: str) -> Params:
+    """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r} (expected one of {', '.join(ARMS)})")
+    if arm == "baseline":
+        return dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
+    return params
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-seed{seed}"
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA device is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Learning rate at ``step``: linear warmup over ``warmup`` steps, then cosine decay to 5% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def build_model(params: Params, device) -> MCLModel:
+    return MCLModel(params.model, NUM_PRIMITIVES, max_demos=max(16, params.data.demos)).to(device)
+
+
+@torch.no_grad()
+def evaluate_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch_size: int,
+                   autocast: bool = False) -> dict[str, torch.Tensor]:
+    """Per-episode metrics (exact_match, cell_accuracy, iou) of ``model`` on ``split[index]``; float [n] each."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list] = {}
+    for start in range(0, len(index), batch_size):
+        b = split.batch(index[start:start + batch_size])
+        with torch.autocast(split.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(b["inputs"], b["outputs"]).logits
+        for k, v in per_episode(logits.argmax(dim=1), b["outputs"][:, -1].long()).items():
+            parts.setdefault(k, []).append(v.cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def check_writable(*dirs: Path) -> None:
+    """Fail before any work when an output folder cannot be created or written."""
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(f"{d}: output folder is not writable ({e.strerror})") from None
+
+
+def _finite_model(model: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metrics_dir: str | os.PathLike,
+          resume: bool = False, progress: bool = True, tensorboard: bool = True) -> dict:
+    """Train one model; write checkpoints and config to ``run_dir``, logs to ``metrics_dir``.
+
+    Returns the final summary (best and last val metrics, timings).
+    """
+    from tqdm import tqdm
+
+    p = arm_params(params, arm)
+    cfg = p.train
+    run_dir, metrics_dir = Path(run_dir), Path(metrics_dir)
+    check_writable(run_dir, metrics_dir)
+    device = resolve_device(cfg.device)
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    seed_everything(seed)
+
+    store = open_store(p.data.store)
+    val = DeviceSplit(store.load("val"), device)
+    val_index = np.arange(min(cfg.val_episodes, len(val)))
+    online = OnlineSource(p.data) if p.data.source == "online" else None
+    train_split = None if online else DeviceSplit(store.load("train"), device)
+
+    model = build_model(p, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = LossManager(p.loss, p.model.h_dim, p.model.sae_dim, l1_control=p.model.sae_kind == "l1", seed=seed)
+    config = to_dict(p)
+
+    start, best_iou, skipped = 0, -1.0, 0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, config["model"], map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        losses.load_state_dict(state["loss_manager"])
+        torch.set_rng_state(state["rng"])
+        start, best_iou, skipped = int(state["step"]), float(state["best_val_iou"]), int(state["skipped"])
+    _write_config(run_dir / "config.yaml", config, arm, seed)
+    logger = RunLogger(metrics_dir, run_dir / "tb" if tensorboard else None, resume_step=start if start else None)
+
+    def state_dict(step: int) -> dict:
+        return {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "loss_manager": losses.state_dict(), "rng": torch.get_rng_state(), "best_val_iou": best_iou,
+                "skipped": skipped, "config": config, "arm": arm, "seed": seed}
+
+    sampler_seed = seed * 1_000_003 + 17
+    sampler = buffer_round = None
+    steps_per_buffer = max(1, p.data.online_buffer // cfg.batch_size)
+    step_times: list[float] = []
+    t_start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run_name(arm, seed)}", unit="step", disable=not progress)
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        comps_sum: dict[str, float] = {}
+        train_metrics: dict[str, list] = {}
+        done = step + 1
+        log_now = done % cfg.log_every == 0 or done % cfg.eval_every == 0 or done == cfg.steps
+        finite = True
+        for micro in range(cfg.grad_accum):
+            draw = step * cfg.grad_accum + micro
+            if online is not None:
+                if buffer_round != draw // steps_per_buffer:
+                    buffer_round = draw // steps_per_buffer
+                    train_split = DeviceSplit(online.buffer(buffer_round), device)
+                    sampler = GroupedBatchSampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed + buffer_round)
+            elif sampler is None:
+                sampler = GroupedBatchSampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed)
+            b = train_split.batch(sampler.batch(draw))
+            target = b["outputs"][:, -1].long()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(b["inputs"], b["outputs"])
+            total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
+                                  out.aux_logits.float(), b["labels"], cfg.groups, step)
+            bad = [k for k in ("task", "aux", "share", "sae", "loss") if not math.isfinite(comps.get(k, 0.0))]
+            if bad:
+                finite = False
+                break
+            (total / cfg.grad_accum).backward()
+            for k, v in comps.items():
+                comps_sum[k] = comps_sum.get(k, 0.0) + v / cfg.grad_accum
+            if log_now:
+                for k, v in per_episode(out.logits.detach().argmax(dim=1), target).items():
+                    train_metrics.setdefault(k, []).append(v)
+        if finite:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+            if not math.isfinite(grad_norm):
+                finite, bad = False, ["gradient"]
+        if not finite:
+            if cfg.nonfinite == "stop":
+                bar.close()
+                logger.close()
+                raise NonFiniteLossError(f"step {step}: non-finite {bad[0]} (train.nonfinite: stop; "
+                                         f"last good checkpoint: {last_path if last_path.exists() else 'none'})")
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            optimizer.step()
+        step_times.append(time.perf_counter() - t0)
+        bar.update()
+
+        if log_now:
+            row = {f"train/{k}": v for k, v in comps_sum.items()}
+            row.update({f"train/{k}": v for k, v in summarise({k: torch.cat(v) for k, v in train_metrics.items()}).items()
+                        if k != "episodes"} if train_metrics else {})
+            row.update({"lr": lr, "skipped_steps": skipped, "grad_norm": grad_norm if finite else float("nan"),
+                        "step_time_ms": 1000 * float(np.mean(step_times)), "wall_time_s": time.perf_counter() - t_start})
+            step_times.clear()
+            row["train/sae_dead_fraction"] = losses.monitor.dead_fraction(step)
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                vm = summarise(evaluate_split(model, val, val_index, p.eval.batch_size, autocast))
+                row.update({f"val/{k}": v for k, v in vm.items() if k != "episodes"})
+                if vm["iou"] > best_iou and _finite_model(model):
+                    best_iou = vm["iou"]
+                    save_checkpoint(best_path, state_dict(done))
+                row["val/best_iou"] = best_iou
+                bar.set_postfix(val_iou=f"{vm['iou']:.3f}", val_em=f"{vm['exact_match']:.3f}")
+            logger.log(done, row)
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and _finite_model(model):
+            save_checkpoint(last_path, state_dict(done))
+    bar.close()
+    logger.close()
+    rows = logger.rows
+    final = {k: v for k, v in rows[-1].items()} if rows else {}
+    return {"arm": arm, "seed": seed, "steps": cfg.steps, "best_val_iou": best_iou, "final": final}
+
+
+def _write_config(path: Path, config: dict, arm: str, seed: int) -> None:
+    """The resolved config of a run, next to its checkpoints."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump({"arm": arm, "seed": seed, **config}, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def load_trained(run_dir: str | os.PathLike, params: Params, device="cpu", which: str = "best") -> MCLModel:
+    """Rebuild a trained model from ``run_dir/{which}.pt`` (safe load, model config checked)."""
+    state = load_checkpoint(Path(run_dir) / f"{which}.pt", to_dict(params.model), map_location=device)
+    model = build_model(params, device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{run_dir}/{which}.pt: weights do not fit the model ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model
+
+
+__all__ = ["ARMS", "NonFiniteLossError", "arm_params", "run_name", "train", "load_trained", "evaluate_split",
+           "resolve_device", "lr_at"]
