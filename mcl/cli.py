@@ -24,11 +24,9 @@ class UserError(click.ClickException):
 
 
 def _user_errors():
-    from mcl.data.store import StoreError
-    from mcl.training.checkpoint import CheckpointError
-    from mcl.training.trainer import NonFiniteLossError
+    from mcl.errors import CheckpointError, NonFiniteLossError, StoreError
 
-    return (ConfigError, StoreError, CheckpointError, NonFiniteLossError, PermissionError)
+    return (ConfigError, StoreError, CheckpointError, NonFiniteLossError, PermissionError, FileNotFoundError)
 
 
 class MclGroup(click.Group):
@@ -103,15 +101,128 @@ def train(params_path, arm, seed, resume, models_dir, metrics_dir, no_tensorboar
     Writes models/<arm>-seed<k>/{config.yaml,last.pt,best.pt,tb/} and
     metrics/train/<arm>-seed<k>/{metrics.csv,metrics.json,plots/} (DVCLive).
     """
+    params = _load(params_path)  # validate before importing torch or doing any work
     from mcl.training.trainer import run_name, train as train_run
 
-    params = _load(params_path)
     name = run_name(arm, seed)
     summary = train_run(params, arm, seed, Path(models_dir) / name, Path(metrics_dir) / name, resume=resume,
                         tensorboard=not no_tensorboard)
     final = summary["final"]
     click.echo(f"{name}: {summary['steps']} steps, val iou {final.get('val/iou', float('nan')):.4f}, "
                f"val exact_match {final.get('val/exact_match', float('nan')):.4f}, best val iou {summary['best_val_iou']:.4f}")
+
+
+def _write_json(path: Path, obj) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+@cli.command()
+@PARAMS_OPTION
+@ARM_OPTION
+@SEED_OPTION
+@click.option("--models-dir", default="models", show_default=True)
+@click.option("--out", default=None, help="Metrics file (default metrics/eval/<arm>-seed<k>.json).")
+def evaluate(params_path, arm, seed, models_dir, out):
+    """Zero-shot evaluation of a trained model on val (lengths 1-2) and test (unseen length 3).
+
+    Writes exact_match, cell_accuracy and iou overall, per composition length and per
+    primitive, next to copy-the-query and majority-colour reference rows.
+    """
+    params = _load(params_path)
+    from mcl.data.store import open_store
+    from mcl.evaluation.zero_shot import evaluate_model
+    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+
+    params = arm_params(params, arm)
+    name = run_name(arm, seed)
+    out = Path(out or f"metrics/eval/{name}.json")
+    device = resolve_device(params.train.device)
+    store = open_store(params.data.store)
+    model = load_trained(Path(models_dir) / name, params, device)
+    result = evaluate_model(model, {s: store.load(s) for s in ("val", "test")}, store.primitives,
+                            params.eval.batch_size, device)
+    _write_json(out, result)
+    ref = result["reference"]
+    click.echo(f"{name}: val exact_match {result['val']['exact_match']:.4f} iou {result['val']['iou']:.4f} "
+               f"(copy {ref['val']['copy']['exact_match']:.4f} / {ref['val']['copy']['iou']:.4f}); "
+               f"test exact_match {result['test']['exact_match']:.4f} iou {result['test']['iou']:.4f} "
+               f"(copy {ref['test']['copy']['exact_match']:.4f} / {ref['test']['copy']['iou']:.4f})")
+
+
+@cli.command()
+@PARAMS_OPTION
+@ARM_OPTION
+@SEED_OPTION
+@click.option("--models-dir", default="models", show_default=True)
+@click.option("--out-dir", default="metrics/finetune", show_default=True,
+              help="Writes <arm>-seed<k>.json (means per method and per-task results) and <arm>-seed<k>.curve.csv.")
+def finetune(params_path, arm, seed, models_dir, out_dir):
+    """Few-shot adaptation of a trained model on label sets of the fewshot split.
+
+    Per label set: no adaptation, finetune.method (LoRA or adapter: only inserted
+    parameters train), and full fine-tuning; curves, final IoU / exact match, steps to
+    finetune.threshold IoU (censored at steps + 1) and wall time.
+    """
+    import csv
+    import os
+
+    from tqdm import tqdm
+
+    params = _load(params_path)
+    from mcl.data.store import open_store
+    from mcl.training.finetune import finetune_model, mean_curve
+    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+
+    params = arm_params(params, arm)
+    name = run_name(arm, seed)
+    device = resolve_device(params.train.device)
+    store = open_store(params.data.store)
+    model = load_trained(Path(models_dir) / name, params, device)
+    eps = store.load("fewshot")
+    with tqdm(total=params.finetune.num_tasks, desc=f"finetune {name}", unit="task", file=sys.stderr) as bar:
+        try:
+            result = finetune_model(model, eps, store.primitives, params, device, progress=lambda _: bar.update())
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    out_dir = Path(out_dir)
+    _write_json(out_dir / f"{name}.json", {**result["summary"], "method": params.finetune.method,
+                                           "tasks": {t: {how: {k: v for k, v in r.items() if k != "curve"}
+                                                         for how, r in runs.items()}
+                                                     for t, runs in result["tasks"].items()}})
+    rows = mean_curve(result)
+    tmp = out_dir / f".{name}.curve.csv.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out_dir / f"{name}.curve.csv")
+    s = result["summary"]
+    click.echo(f"{name}: " + "; ".join(f"{how} final iou {s[how]['final_iou']:.4f}, steps to threshold "
+                                       f"{s[how]['steps_to_threshold']:.1f}" for how in result["methods"]))
+
+
+@cli.command()
+@PARAMS_OPTION
+@click.option("--eval-dir", default="metrics/eval", show_default=True)
+@click.option("--finetune-dir", default="metrics/finetune", show_default=True)
+@click.option("--train-dir", default="metrics/train", show_default=True)
+@click.option("--out", default="metrics/summary.json", show_default=True)
+def summarize(params_path, eval_dir, finetune_dir, train_dir, out):
+    """Headline numbers per arm (mean over train.seeds) into one small file for `dvc exp show`."""
+    params = _load(params_path)
+    from mcl.evaluation.summary import summarize_runs
+
+    summary = summarize_runs(params.train.seeds, Path(eval_dir), Path(finetune_dir), Path(train_dir),
+                             params.finetune.method)
+    _write_json(Path(out), summary)
+    for arm, values in summary.items():
+        click.echo(f"{arm}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
 
 # ---------------------------------------------------------------------------

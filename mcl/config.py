@@ -282,7 +282,7 @@ def set_path(raw: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict) or key not in node:
             raise ConfigError(f"override: unknown key {dotted}")
         node = node[key]
-    if leaf not in node:
+    if not isinstance(node, dict) or leaf not in node:
         raise ConfigError(f"override: unknown key {dotted}")
     node[leaf] = value
 

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from mcl.config import DataConfig
-from mcl.data.generator import Episodes, feasible_label_sets, episodes_for_label_sets, signature_table
+from mcl.data.generator import (Episodes, episode_hashes, episodes_for_label_sets, feasible_label_sets,
+                                signature_table)
 
 BATCH_FIELDS = ("inputs", "outputs", "labels")
 
@@ -96,14 +97,16 @@ class OnlineSource:
 
     Buffer ``r`` holds ``cfg.online_buffer`` fresh train-type episodes generated from the
     seed stream ``(cfg.seed, 'online', r)``, so any step can be reproduced without replay.
+    Episodes of ``exclude`` (e.g. the val split) are never produced.
     """
 
-    def __init__(self, cfg: DataConfig):
+    def __init__(self, cfg: DataConfig, exclude: Episodes | None = None):
         self.cfg = cfg
         self.table = signature_table()
         self.label_sets = feasible_label_sets((1, 2), cfg, self.table)
+        self.exclude = None if exclude is None else episode_hashes(exclude.inputs, exclude.outputs)
 
     def buffer(self, r: int) -> Episodes:
         rng = np.random.default_rng([self.cfg.seed, 1_000_003, r])
         masks = rng.permutation(np.resize(self.label_sets, self.cfg.online_buffer))
-        return episodes_for_label_sets(rng, masks, self.cfg, self.table)
+        return episodes_for_label_sets(rng, masks, self.cfg, self.table, exclude=self.exclude)

@@ -78,9 +78,11 @@ _EVERY_ROW = np.uint64(0x0101010101010101)
 def random_grids(rng: np.random.Generator, palettes: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """Structured grids: a few rectangles or sprites painted on background, later shapes on top.
 
-    palettes: uint8 [N, C] colours (1..9) each grid draws its shapes from; the first shape
-    always has colour ``palettes[:, 0]``, so grids sharing a palette share a colour. A sprite is a
-    rectangle with about a quarter of its cells left out at random. Returns uint8 [N, 8, 8].
+    palettes: uint8 [N, C] colours (1..9) each grid draws its shapes from. Shape 0 always has
+    colour ``palettes[:, 0]`` and is drawn on top of the others, so grids sharing a palette
+    share a visible colour; the other shapes are drawn in order, later over earlier. A sprite
+    is a rectangle with about a quarter of its cells left out at random (never all of them).
+    Returns uint8 [N, 8, 8].
     Shapes are built as 64-bit cell masks (bit 8 * row + col), so the work per grid is a
     few integer operations per shape.
     """
@@ -96,13 +98,15 @@ def random_grids(rng: np.random.Generator, palettes: np.ndarray, cfg: DataConfig
         cols = (((1 << w) - 1) << left).astype(np.uint64) * _EVERY_ROW
         noise = np.frombuffer(rng.bytes(16 * n), np.uint64).reshape(2, n)
         sprite = rng.random(n) < cfg.sprite_prob
-        keep = np.where(sprite, noise[0] | noise[1], np.uint64(0xFFFFFFFFFFFFFFFF))
-        masks.append(np.where(s < count, rows & cols & keep, np.uint64(0)))
+        rect = rows & cols
+        sprite_cells = rect & (noise[0] | noise[1])
+        shape = np.where(sprite & (sprite_cells != 0), sprite_cells, rect)  # a sprite never loses every cell
+        masks.append(np.where(s < count, shape, np.uint64(0)))
     colours = palettes[np.arange(n)[:, None], rng.integers(0, palettes.shape[1], (n, cfg.max_shapes))]
-    colours[:, 0] = palettes[:, 0]  # the first shape has the palette's first colour, shared by the episode
+    colours[:, 0] = palettes[:, 0]  # shape 0 has the palette's first colour, shared by the episode
     grids = np.zeros((n, SIZE * SIZE), np.uint8)
     covered = np.zeros(n, np.uint64)
-    for s in reversed(range(cfg.max_shapes)):  # later shapes paint over earlier ones
+    for s in [0] + list(reversed(range(1, cfg.max_shapes))):  # top first: shape 0, then later over earlier
         visible = masks[s] & ~covered
         covered |= masks[s]
         cells = np.unpackbits(visible.astype("<u8").view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
@@ -440,10 +444,13 @@ def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes
     test_sets = feasible_label_sets((3,), cfg, table)
     sizes = dict(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, fewshot=cfg.n_fewshot)
     splits: dict[str, Episodes] = {}
+    partner = {"val": "train", "fewshot": "test"}  # same label sets, disjoint episodes
     for name in ("train", "val", "test", "fewshot"):
-        sets = train_sets if name in ("train", "val") else test_sets
-        exclude = {"val": "train", "fewshot": "test"}.get(name)
-        hashes = episode_hashes(splits[exclude].inputs, splits[exclude].outputs) if exclude else None
+        sets, hashes = {"train": train_sets, "test": test_sets}.get(name), None
+        if name in partner:
+            other = splits[partner[name]]
+            sets = np.unique(label_masks(other.program))
+            hashes = episode_hashes(other.inputs, other.outputs)
         splits[name] = generate_split(name, sizes[name], cfg, table, sets, hashes)
         if progress:
             progress(name)

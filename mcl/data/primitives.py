@@ -289,8 +289,10 @@ def apply_primitive(name: str, grids: np.ndarray, a, b) -> np.ndarray:
     a = np.broadcast_to(np.asarray(a, dtype=np.int64), (n,))
     b = np.broadcast_to(np.asarray(b, dtype=np.int64), (n,))
     prim = PRIMITIVES[INDEX[name]]
-    if n and (PARAM_INDEX[INDEX[name], a + 2, b + 2] < 0).any():
-        bad = int(np.flatnonzero(PARAM_INDEX[INDEX[name], a + 2, b + 2] < 0)[0])
+    in_range = (a >= -2) & (a <= 9) & (b >= -2) & (b <= 9)
+    valid = in_range & (PARAM_INDEX[INDEX[name], np.clip(a, -2, 9) + 2, np.clip(b, -2, 9) + 2] >= 0)
+    if n and not valid.all():
+        bad = int(np.flatnonzero(~valid)[0])
         raise ValueError(f"{name}: invalid parameters (a={a[bad]}, b={b[bad]})")
     return prim.apply(grids, a, b) if n else grids.copy()
 

@@ -24,13 +24,12 @@ import numpy as np
 from mcl.config import DataConfig, to_dict
 from mcl.data.generator import SPLITS, Episodes, split_checksum
 from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
+from mcl.errors import StoreError
 
 SCHEMA_VERSION = 1
 _DTYPES = dict(inputs=np.uint8, outputs=np.uint8, labels=np.uint8, program=np.int16, args=np.int16)
 
 
-class StoreError(RuntimeError):
-    """A missing, corrupt, truncated or mismatched episode store."""
 
 
 def store_format(path: str | os.PathLike) -> str:
@@ -76,9 +75,9 @@ def write_store(path: str | os.PathLike, splits: dict[str, Episodes], attrs: dic
     path = Path(path)
     fmt = store_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)  # killed writers
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     try:
         if fmt == "zarr":
             import zarr

@@ -317,6 +317,8 @@ def share_loss(
     if B % groups:
         raise ValueError(f"batch size {B} is not divisible by groups={groups}")
     m = B // groups
+    if h.dtype in (torch.float16, torch.bfloat16):  # eigh needs float32 or float64
+        h = h.float()
     U, ok = group_bases(h.reshape(groups, m, d), k, eps, generator)
     sets = labels.reshape(groups, m, -1)[:, 0] != 0  # [G, P]
 

@@ -126,14 +126,38 @@ class Block(nn.Module):
         return x
 
 
-def _check_pairs(demo_in: torch.Tensor, demo_out: torch.Tensor, max_demos: int) -> int:
-    if demo_in.ndim != 4 or demo_in.shape != demo_out.shape or demo_in.shape[-2:] != (GRID, GRID):
-        raise ValueError(f"demo_in and demo_out must both be [B, k, 8, 8], got {tuple(demo_in.shape)} "
-                         f"and {tuple(demo_out.shape)}")
-    k = demo_in.shape[1]
-    if not 1 <= k <= max_demos:
-        raise ValueError(f"number of demonstration pairs must be in 1..{max_demos}, got {k}")
-    return k
+class PairEmbed(nn.Module):
+    """Demonstration pairs -> one token per (pair, patch position).
+
+    Both grids of a pair are patch-embedded (shared :class:`GridEmbed`) and marked with a
+    role embedding (input / output); the input and output tokens at the same position are
+    concatenated and fused by a small MLP; a pair-index embedding is added. Fusing per
+    position halves the encoder's sequence compared with separate input/output tokens
+    (the cells of an input and its output line up, as every grid is 8x8). After the
+    concatenation the role embeddings act as a learned bias of the first fuse layer.
+    """
+
+    def __init__(self, d_model: int, patch: int, max_demos: int):
+        super().__init__()
+        self.max_demos = max_demos
+        self.grid = GridEmbed(d_model, patch)
+        self.n_tokens = self.grid.n_tokens
+        self.role = nn.Embedding(2, d_model)           # 0 = input grid, 1 = output grid
+        self.pair = nn.Embedding(max_demos, d_model)   # demonstration index
+        self.fuse = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+
+    def forward(self, demo_in: torch.Tensor, demo_out: torch.Tensor) -> torch.Tensor:
+        """Long [B, k, 8, 8] pairs -> tokens [B, k, T, d]."""
+        if demo_in.ndim != 4 or demo_in.shape != demo_out.shape or demo_in.shape[-2:] != (GRID, GRID):
+            raise ValueError(f"demo_in and demo_out must both be [B, k, 8, 8], got {tuple(demo_in.shape)} "
+                             f"and {tuple(demo_out.shape)}")
+        k = demo_in.shape[1]
+        if not 1 <= k <= self.max_demos:
+            raise ValueError(f"number of demonstration pairs must be in 1..{self.max_demos}, got {k}")
+        x = self.grid(torch.stack([demo_in, demo_out], dim=2))        # [B, k, 2, T, d]
+        x = x + self.role.weight[None, None, :, None, :]
+        x = self.fuse(torch.cat([x[:, :, 0], x[:, :, 1]], dim=-1))    # [B, k, T, d]
+        return x + self.pair.weight[:k, None, :]
 
 
 # ---------------------------------------------------------------------------
@@ -143,17 +167,13 @@ def _check_pairs(demo_in: torch.Tensor, demo_out: torch.Tensor, max_demos: int) 
 class TransformerEncoder(nn.Module):
     """Pre-LN transformer over the tokens of all demonstration pairs plus a summary token.
 
-    Every grid is patch-embedded; each token gets a role embedding (input / output) and
-    a pair-index embedding. ``h = to_h(ln_f(summary token))``.
+    ``h = to_h(ln_f(summary token))``.
     """
 
     def __init__(self, cfg: ModelConfig, max_demos: int = 16):
         super().__init__()
         d = cfg.d_model
-        self.max_demos = max_demos
-        self.embed = GridEmbed(d, cfg.patch)
-        self.role = nn.Embedding(2, d)             # 0 = input grid, 1 = output grid
-        self.pair = nn.Embedding(max_demos, d)     # demonstration index
+        self.embed = PairEmbed(d, cfg.patch, max_demos)
         self.summary = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
@@ -173,18 +193,16 @@ class TransformerEncoder(nn.Module):
         acts : dict
             'enc.i' -> [B, d] block outputs mean-pooled over tokens, then 'h' -> [B, h_dim].
         """
-        k = _check_pairs(demo_in, demo_out, self.max_demos)
-        B = demo_in.shape[0]
-        x = self.embed(torch.stack([demo_in, demo_out], dim=2))                 # [B, k, 2, T, d]
-        x = x + self.role.weight[None, None, :, None, :] + self.pair.weight[:k, None, None, :]
-        x = x.reshape(B, -1, x.shape[-1])                                       # [B, 2kT, d]
-        x = torch.cat([self.summary.expand(B, -1, -1), x], dim=1)               # [B, 1 + 2kT, d]
+        x = self.embed(demo_in, demo_out)                               # [B, k, T, d]
+        B = x.shape[0]
+        x = x.reshape(B, -1, x.shape[-1])                               # [B, kT, d]
+        x = torch.cat([self.summary.expand(B, -1, -1), x], dim=1)       # [B, 1 + kT, d]
         x = self.drop(x)
         acts = {}
         for i, block in enumerate(self.blocks):
             x = block(x)
-            acts[f"enc.{i}"] = x.mean(dim=1)                                    # [B, d]
-        h = self.to_h(self.ln_f(x[:, 0]))                                       # [B, h_dim]
+            acts[f"enc.{i}"] = x.mean(dim=1)                            # [B, d]
+        h = self.to_h(self.ln_f(x[:, 0]))                               # [B, h_dim]
         acts["h"] = h
         return h, acts
 
@@ -192,21 +210,15 @@ class TransformerEncoder(nn.Module):
 class GRUEncoder(nn.Module):
     """GRU over the sequence of demonstration pairs.
 
-    Each pair is embedded as follows: patch tokens of the input and output grid (with
-    role embeddings) are concatenated position by position and passed through a per-token
-    MLP, then the T tokens are flattened and projected to one d-vector, plus a pair-index
-    embedding. ``n_layers`` stacked single-layer GRUs read the k pair vectors;
-    ``h = to_h(ln_f(last hidden state))``.
+    The T fused tokens of each pair (:class:`PairEmbed`) are flattened and projected to
+    one d-vector; ``n_layers`` stacked single-layer GRUs read the k pair vectors;
+    ``h = to_h(ln_f(last output))``.
     """
 
     def __init__(self, cfg: ModelConfig, max_demos: int = 16):
         super().__init__()
         d = cfg.d_model
-        self.max_demos = max_demos
-        self.embed = GridEmbed(d, cfg.patch)
-        self.role = nn.Embedding(2, d)
-        self.pair = nn.Embedding(max_demos, d)
-        self.pair_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, d))
+        self.embed = PairEmbed(d, cfg.patch, max_demos)
         self.pair_proj = nn.Linear(self.embed.n_tokens * d, d)
         self.drop = nn.Dropout(cfg.dropout)
         # one module per layer so that every layer's outputs are visible in acts
@@ -219,12 +231,8 @@ class GRUEncoder(nn.Module):
 
         acts holds 'enc.i' -> [B, d] (layer-i GRU outputs mean-pooled over pairs), then 'h'.
         """
-        k = _check_pairs(demo_in, demo_out, self.max_demos)
-        x = self.embed(torch.stack([demo_in, demo_out], dim=2))           # [B, k, 2, T, d]
-        x = x + self.role.weight[None, None, :, None, :]
-        x = torch.cat([x[:, :, 0], x[:, :, 1]], dim=-1)                   # [B, k, T, 2d]
-        x = self.pair_mlp(x)                                              # [B, k, T, d]
-        x = self.pair_proj(x.flatten(2)) + self.pair.weight[:k]           # [B, k, d]
+        x = self.embed(demo_in, demo_out)                                 # [B, k, T, d]
+        x = self.pair_proj(x.flatten(2))                                  # [B, k, d]
         acts = {}
         for i, gru in enumerate(self.grus):
             x, _ = gru(self.drop(x))                                      # [B, k, d]

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from mcl.errors import CheckpointError
+
 FORMAT = "mcl-checkpoint-v1"
 
 
-class CheckpointError(RuntimeError):
-    """A missing, truncated, unsafe or mismatched checkpoint."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

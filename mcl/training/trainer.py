@@ -24,6 +24,7 @@ from mcl.config import Params, to_dict
 from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, label_set_ids
 from mcl.data.primitives import NUM_PRIMITIVES
 from mcl.data.store import open_store
+from mcl.errors import NonFiniteLossError
 from mcl.evaluation.metrics import per_episode, summarise
 from mcl.losses.manager import LossManager
 from mcl.models.model import MCLModel
@@ -33,8 +34,6 @@ from mcl.training.logger import RunLogger
 ARMS = ("share", "baseline")
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training hit a non-finite loss or gradient with ``train.nonfinite: stop``."""
 
 
 def arm_params(params: Params, arm: str) -> Params:
@@ -126,9 +125,10 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
     seed_everything(seed)
 
     store = open_store(p.data.store)
-    val = DeviceSplit(store.load("val"), device)
+    val_eps = store.load("val")
+    val = DeviceSplit(val_eps, device)
     val_index = np.arange(min(cfg.val_episodes, len(val)))
-    online = OnlineSource(p.data) if p.data.source == "online" else None
+    online = OnlineSource(p.data, exclude=val_eps) if p.data.source == "online" else None
     train_split = None if online else DeviceSplit(store.load("train"), device)
 
     model = build_model(p, device)
