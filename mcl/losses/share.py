@@ -299,12 +299,14 @@ def share_loss(
                + repel * mean_{i<j, w_ij=0} (1 - dist(U_i, U_j))
 
     (each term 0, with a finite zero gradient, when it has no pairs). ``detach`` stops the
-    gradient through ``U_j`` (the later group of each pair).
+    gradient through ``U_j`` (the later group of each pair). Degenerate groups take part
+    with their fallback basis, which carries no gradient. Half-precision ``h`` is
+    computed in float32.
 
     With a ``bank`` (EMA mode), the pairs are (group i, stored label set s) for every
     stored ``s`` different from ``L_i``, with targets ``B_s`` (no gradient) and the same
-    weights and normalisation; after the loss, non-degenerate groups are folded into the
-    bank when ``update_bank``.
+    weights and normalisation (``detach`` has no effect); after the loss, non-degenerate
+    groups are folded into the bank when ``update_bank``.
 
     Returns
     -------

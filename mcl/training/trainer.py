@@ -185,7 +185,8 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(b["inputs"], b["outputs"])
             total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
-                                  out.aux_logits.float(), b["labels"], cfg.groups, step)
+                                  out.aux_logits.float(), b["labels"], cfg.groups, step,
+                                  update=micro == cfg.grad_accum - 1)  # controller/monitor/bank step once per step
             bad = [k for k in ("task", "aux", "share", "sae", "loss") if not math.isfinite(comps.get(k, 0.0))]
             if bad:
                 finite = False
