@@ -276,6 +276,79 @@ def bench_generate_cmd(params_path, episodes):
         click.echo(line)
 
 
+@bench.command("share")
+@PARAMS_OPTION
+def bench_share_cmd(params_path):
+    """Share loss (Gram route) vs the naive d x d projector formulation, and vs a training step."""
+    params = _load(params_path)
+    from mcl.bench.train import bench_share_cost
+
+    for line in bench_share_cost(params):
+        click.echo(line)
+
+
+@bench.command("train")
+@PARAMS_OPTION
+@click.option("--steps", default=200, show_default=True, help="Training steps to time.")
+def bench_train_cmd(params_path, steps):
+    """Training episodes/s of `mcl train` next to a bare forward/backward/step of the same model."""
+    params = _load(params_path)
+    from mcl.bench.train import bench_train
+
+    for line in bench_train(params, steps=steps):
+        click.echo(line)
+
+
+# ---------------------------------------------------------------------------
+# analysis and report
+
+@cli.command()
+@PARAMS_OPTION
+@click.option("--models-dir", default="models", show_default=True)
+@click.option("--metrics-dir", default="metrics", show_default=True,
+              help="Metrics root: reads eval/, finetune/, train/; writes hypotheses.json.")
+@click.option("--out-dir", default="metrics/analysis", show_default=True, help="Matrices and per-seed values for the report.")
+def analyse(params_path, models_dir, metrics_dir, out_dir):
+    """Representation analyses (CKA, subspaces, probes, SAE features) and the H1-H4 verdicts.
+
+    Writes metrics/hypotheses.json (effect share - baseline, bootstrap CI, n, p, verdict per
+    hypothesis) and metrics/analysis/{analysis.json,matrices.npz}.
+    """
+    import os
+    import time
+
+    # Thousands of tiny L-BFGS steps in the probes: a threaded BLAS is many times slower there
+    # than one thread (and the CPU is shared with torch). Must be set before numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    params = _load(params_path)
+    from mcl.analysis.run import analyse as run_analyse
+
+    t0 = time.perf_counter()
+    hyp = run_analyse(params, Path(models_dir), Path(metrics_dir), Path(out_dir),
+                      progress=lambda msg: click.echo(msg, err=True))
+    for key, e in hyp.items():
+        eff = "n/a" if e["effect"] is None else f"{e['effect']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+        click.echo(f"{key}: {eff} {e['verdict']}")
+    click.echo(f"analyse: {time.perf_counter() - t0:.1f} s")
+
+
+@cli.command()
+@PARAMS_OPTION
+@click.option("--metrics-dir", default="metrics", show_default=True)
+@click.option("--analysis-dir", default="metrics/analysis", show_default=True)
+@click.option("--models-dir", default="models", show_default=True, help="Read for each run's config.yaml (experiment log).")
+@click.option("--docs-dir", default="docs", show_default=True,
+              help="Writes results_summary.md, analysis_report.md and figures/report/.")
+def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
+    """Generate docs/results_summary.md and docs/analysis_report.md (+ figures) from the metrics files."""
+    params = _load(params_path)
+    from mcl.analysis.report import write_report
+
+    paths = write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
 def main():
     cli(prog_name="mcl")
 

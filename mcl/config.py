@@ -151,6 +151,18 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    probe_train_episodes: int = spec(ge=1)   # train episodes (first N) the linear probes fit on, plus val
+    probe_max_iter: int = spec(ge=1)         # L-BFGS-B iteration limit per linear probe
+    batch_size: int = spec(ge=1)             # forward-pass batch for representations
+    subspace_k: int = spec(ge=1)             # PCA directions per task for the subspace similarity
+    n_boot: int = spec(ge=1)                 # bootstrap replicates per interval
+    alpha: float = spec(gt=0.0, lt=1.0)      # intervals are central 1 - alpha
+    top_units: int = spec(ge=1)              # most selective SAE units shown with examples
+    top_examples: int = spec(ge=1)           # top-activating test episodes per shown unit
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = spec()
     model: ModelConfig = spec()
@@ -158,6 +170,7 @@ class Params:
     train: TrainConfig = spec()
     eval: EvalConfig = spec()
     finetune: FinetuneConfig = spec()
+    analysis: AnalysisConfig = spec()
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +247,8 @@ def _build(cls, raw, path: str, source: str):
 
 
 _TYPES = {c.__name__: c for c in (DataConfig, ModelConfig, ScheduleConfig, SchedulesConfig, ShareConfig,
-                                    SaeLossConfig, LossConfig, TrainConfig, EvalConfig, FinetuneConfig)}
+                                    SaeLossConfig, LossConfig, TrainConfig, EvalConfig, FinetuneConfig,
+                                    AnalysisConfig)}
 _TYPES.update(int=int, float=float, bool=bool, str=str)
 
 

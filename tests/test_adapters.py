@@ -16,15 +16,6 @@ PARAMS = Path(__file__).parents[1] / "params.yaml"
 TARGETS = MCLModel.ADAPTER_TARGETS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny batches gain nothing from intra-op threads, and spinning threads stall on a busy CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(encoder="transformer", seed=0):
     cfg = load_params(PARAMS, overrides={"model.encoder": encoder}).model
     torch.manual_seed(seed)

@@ -17,15 +17,6 @@ from mcl.losses.task import cross_entropy, hard_iou, soft_iou, task_loss
 PARAMS = Path(__file__).parents[1] / "params.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small tensors: one thread avoids oversubscription on shared CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def two_colour_grid():
     """Left half colour 0 (32 cells), right half colour 1 (32 cells)."""
     t = torch.zeros(1, 8, 8, dtype=torch.long)

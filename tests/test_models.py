@@ -13,15 +13,6 @@ PARAMS = Path(__file__).parents[1] / "params.yaml"
 P = 8  # primitives
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny batches gain nothing from intra-op threads, and spinning threads stall on a busy CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_cfg(**overrides):
     return load_params(PARAMS, overrides={f"model.{k}": v for k, v in overrides.items()}).model
 

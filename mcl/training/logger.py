@@ -12,6 +12,15 @@ import math
 import os
 from pathlib import Path
 
+from dvclive import Live
+
+
+class _LiveWithoutRepo(Live):
+    """DVCLive without its DVC/git integration, which dvcyaml=None and save_dvc_exp=False do not need."""
+
+    def _init_dvc(self):
+        pass
+
 
 class RunLogger:
     """Logs rows of scalars keyed by step.
@@ -24,8 +33,6 @@ class RunLogger:
     """
 
     def __init__(self, metrics_dir: str | os.PathLike, tb_dir: str | os.PathLike | None, resume_step: int | None = None):
-        from dvclive import Live
-
         self.dir = Path(metrics_dir)
         self.csv_path = self.dir / "metrics.csv"
         self.rows: list[dict] = []
@@ -35,7 +42,13 @@ class RunLogger:
             self.rows = [r for r in self.rows if r["step"] <= resume_step]
         # DVCLive: dvcyaml=None and save_dvc_exp=False so it never rewrites the root dvc.yaml;
         # the metrics and plots are declared in dvc.yaml.
-        self.live = Live(str(self.dir), resume=False, dvcyaml=None, save_dvc_exp=False, report=None)
+        kwargs = dict(resume=False, dvcyaml=None, save_dvc_exp=False, report=None)
+        try:
+            self.live = Live(str(self.dir), **kwargs)
+        except Exception as e:  # DVCLive asks git for HEAD, which fails in a repo without commits
+            if type(e).__name__ != "SCMError":
+                raise
+            self.live = _LiveWithoutRepo(str(self.dir), **kwargs)
         self.tb = None
         if tb_dir is not None:
             from torch.utils.tensorboard import SummaryWriter

@@ -235,9 +235,19 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             save_checkpoint(last_path, state_dict(done))
     bar.close()
     logger.close()
+    _write_firing_histogram(metrics_dir / "sae_log_density.csv", losses.monitor)
     rows = logger.rows
     final = {k: v for k, v in rows[-1].items()} if rows else {}
     return {"arm": arm, "seed": seed, "steps": cfg.steps, "best_val_iou": best_iou, "final": final}
+
+
+def _write_firing_histogram(path: Path, monitor) -> None:
+    """Log-density histogram of SAE unit firing rates over the run (log10 rate; never-fired units at -8)."""
+    counts, edges = monitor.log_density_histogram(bins=32)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    lines = ["log10_rate_low,log10_rate_high,units"] + [f"{lo:.4f},{hi:.4f},{int(c)}" for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def _write_config(path: Path, config: dict, arm: str, seed: int) -> None:

@@ -1,0 +1,102 @@
+"""`mcl bench train` and `mcl bench share`: training throughput and the share loss's cost, side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mcl.config import Params
+from mcl.data.dataset import DeviceSplit, GroupedBatchSampler
+from mcl.data.store import open_store
+from mcl.losses.share import bench_share, share_loss
+from mcl.training.trainer import build_model, resolve_device, train
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fixed_batch(params: Params, device) -> dict[str, torch.Tensor]:
+    split = DeviceSplit(open_store(params.data.store).load("train"), device)
+    sampler = GroupedBatchSampler(split.label_sets, params.train.groups, params.train.group_size, seed=0)
+    return split.batch(sampler.batch(0))
+
+
+def bare_step_ms(params: Params, device, steps: int) -> float:
+    """Median ms of a bare forward / cross-entropy / backward / AdamW step on one pre-built batch."""
+    torch.manual_seed(0)
+    model = build_model(params, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
+    b = _fixed_batch(params, device)
+    target = b["outputs"][:, -1].long()
+    times = []
+    for i in range(steps + 3):
+        _sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        logits = model(b["inputs"], b["outputs"]).logits
+        torch.nn.functional.cross_entropy(logits, target).backward()
+        opt.step()
+        _sync(device)
+        if i >= 3:  # warm-up
+            times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def bench_train(params: Params, steps: int = 200) -> list[str]:
+    """Episodes/s of the real training loop vs a bare step of the same model, same run."""
+    device = resolve_device(params.train.device)
+    batch = params.train.batch_size * params.train.grad_accum
+    bare = bare_step_ms(params, device, steps)
+    p = dataclasses.replace(params, train=dataclasses.replace(params.train, steps=steps, device=str(device.type)))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(p, "share", 0, Path(tmp) / "run", Path(tmp) / "metrics", progress=False)
+        wall = time.perf_counter() - t0
+    # the full run includes start-up (loading the split, building the model) and the val evaluations
+    pipeline_ms = 1e3 * wall / steps
+    return [
+        f"device {device}, batch {batch} episodes, {steps} steps, torch threads {torch.get_num_threads()}",
+        f"bare forward/backward/step on a pre-built batch: {bare:.1f} ms/step = {1e3 * batch / bare:,.0f} episodes/s",
+        f"mcl train (sampler, all losses incl. share + SAE, logging, val every {params.train.eval_every} steps, "
+        f"checkpoints, start-up): {pipeline_ms:.1f} ms/step = {1e3 * batch / pipeline_ms:,.0f} episodes/s",
+        f"pipeline overhead: {100 * (pipeline_ms / bare - 1):.0f}% over the bare step (target <= 25%)",
+    ]
+
+
+def bench_share_cost(params: Params, repeats: int = 20) -> list[str]:
+    """Share loss forward+backward vs the naive d x d formulation, and vs a full training step."""
+    device = resolve_device(params.train.device)
+    k = params.loss.share.k
+    rows = bench_share(params.model.h_dim, params.train.groups, params.train.group_size, k, str(device), repeats=5)
+    lines = [f"device {device}, k = {k}, forward + backward, median of 5"]
+    for r in rows:
+        lines.append(f"G={r['G']:>3} m={r['m']:>3} d={r['d']:>4}: Gram route {r['fast_ms']:8.2f} ms, "
+                     f"naive d x d projectors {r['naive_ms']:9.2f} ms, ratio {r['ratio']:.1f}x")
+    # the share loss on the default batch's real h, against a full training step
+    torch.manual_seed(0)
+    model = build_model(params, device)
+    b = _fixed_batch(params, device)
+    with torch.no_grad():
+        h_real = model(b["inputs"], b["outputs"]).h
+    times = []
+    for i in range(repeats + 3):
+        h = h_real.clone().requires_grad_(True)
+        _sync(device)
+        t0 = time.perf_counter()
+        loss, _ = share_loss(h, b["labels"], params.train.groups, k, params.loss.share.eps)
+        loss.backward()
+        _sync(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    share_ms = 1e3 * statistics.median(times)
+    step_ms = bare_step_ms(params, device, repeats)
+    lines.append(f"default batch (G={params.train.groups}, m={params.train.group_size}, d={params.model.h_dim}): share loss "
+                 f"{share_ms:.2f} ms vs a training step {step_ms:.1f} ms = {100 * share_ms / step_ms:.1f}% (target <= 10%)")
+    return lines
