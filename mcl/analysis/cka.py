@@ -54,11 +54,17 @@ def _as_rep(X: np.ndarray, name: str) -> np.ndarray:
     return X
 
 
-def _check_pair(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 representations with matching rows and enough samples for the estimator."""
     X = _as_rep(X, "X")
     Y = _as_rep(Y, "Y")
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+    n = X.shape[0]
+    if n != Y.shape[0]:
+        raise ValueError(f"X and Y must have the same number of rows, got {n} and {Y.shape[0]}")
+    if debiased and n < 4:
+        raise ValueError(f"the debiased estimator needs n >= 4 samples, got n={n}")
+    if n < 2:
+        raise ValueError(f"CKA needs n >= 2 samples, got n={n}")
     return X, Y
 
 
@@ -122,12 +128,8 @@ def linear_cka(X: np.ndarray, Y: np.ndarray, debiased: bool = False) -> float:
     terms expressed with the same cross-products (debiased). Agrees with the Gram-matrix
     formulas of :func:`gram_linear_cka` to rounding error.
     """
-    X, Y = _check_pair(X, Y)
+    X, Y = _check_pair(X, Y, debiased)
     n = X.shape[0]
-    if debiased and n < 4:
-        raise ValueError(f"the debiased estimator needs n >= 4 samples, got n={n}")
-    if n < 2:
-        raise ValueError(f"CKA needs n >= 2 samples, got n={n}")
     Xc = _centre(X)
     Yc = _centre(Y)
     xy = float(np.sum((Yc.T @ Xc) ** 2))  # ||Y^T X||_F^2 = tr(K L)
@@ -167,12 +169,8 @@ def gram_linear_cka(X: np.ndarray, Y: np.ndarray, debiased: bool = False) -> flo
 
     Parameters and return value as :func:`linear_cka`.
     """
-    X, Y = _check_pair(X, Y)
+    X, Y = _check_pair(X, Y, debiased)
     n = X.shape[0]
-    if debiased and n < 4:
-        raise ValueError(f"the debiased estimator needs n >= 4 samples, got n={n}")
-    if n < 2:
-        raise ValueError(f"CKA needs n >= 2 samples, got n={n}")
     K = X @ X.T
     L = Y @ Y.T
     if debiased:
