@@ -112,16 +112,6 @@ def train(params_path, arm, seed, resume, models_dir, metrics_dir, no_tensorboar
                f"val exact_match {final.get('val/exact_match', float('nan')):.4f}, best val iou {summary['best_val_iou']:.4f}")
 
 
-def _write_json(path: Path, obj) -> None:
-    import json
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 @cli.command()
 @PARAMS_OPTION
 @ARM_OPTION
@@ -137,6 +127,7 @@ def evaluate(params_path, arm, seed, models_dir, out):
     params = _load(params_path)
     from mcl.data.store import open_store
     from mcl.evaluation.zero_shot import evaluate_model
+    from mcl.io import write_json
     from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
 
     params = arm_params(params, arm)
@@ -147,7 +138,7 @@ def evaluate(params_path, arm, seed, models_dir, out):
     model = load_trained(Path(models_dir) / name, params, device)
     result = evaluate_model(model, {s: store.load(s) for s in ("val", "test")}, store.primitives,
                             params.eval.batch_size, device)
-    _write_json(out, result)
+    write_json(out, result)
     ref = result["reference"]
     click.echo(f"{name}: val exact_match {result['val']['exact_match']:.4f} iou {result['val']['iou']:.4f} "
                f"(copy {ref['val']['copy']['exact_match']:.4f} / {ref['val']['copy']['iou']:.4f}); "
@@ -169,13 +160,11 @@ def finetune(params_path, arm, seed, models_dir, out_dir):
     parameters train), and full fine-tuning; curves, final IoU / exact match, steps to
     finetune.threshold IoU (censored at steps + 1) and wall time.
     """
-    import csv
-    import os
-
     from tqdm import tqdm
 
     params = _load(params_path)
     from mcl.data.store import open_store
+    from mcl.io import write_csv, write_json
     from mcl.training.finetune import finetune_model, mean_curve
     from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
 
@@ -191,17 +180,12 @@ def finetune(params_path, arm, seed, models_dir, out_dir):
         except ValueError as e:
             raise UserError(str(e)) from None
     out_dir = Path(out_dir)
-    _write_json(out_dir / f"{name}.json", {**result["summary"], "method": params.finetune.method,
+    write_json(out_dir / f"{name}.json", {**result["summary"], "method": params.finetune.method,
                                            "tasks": {t: {how: {k: v for k, v in r.items() if k != "curve"}
                                                          for how, r in runs.items()}
                                                      for t, runs in result["tasks"].items()}})
     rows = mean_curve(result)
-    tmp = out_dir / f".{name}.curve.csv.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out_dir / f"{name}.curve.csv")
+    write_csv(out_dir / f"{name}.curve.csv", list(rows[0]), rows)
     s = result["summary"]
     click.echo(f"{name}: " + "; ".join(f"{how} final iou {s[how]['final_iou']:.4f}, steps to threshold "
                                        f"{s[how]['steps_to_threshold']:.1f}" for how in result["methods"]))
@@ -217,10 +201,11 @@ def summarize(params_path, eval_dir, finetune_dir, train_dir, out):
     """Headline numbers per arm (mean over train.seeds) into one small file for `dvc exp show`."""
     params = _load(params_path)
     from mcl.evaluation.summary import summarize_runs
+    from mcl.io import write_json
 
     summary = summarize_runs(params.train.seeds, Path(eval_dir), Path(finetune_dir), Path(train_dir),
                              params.finetune.method)
-    _write_json(Path(out), summary)
+    write_json(Path(out), summary)
     for arm, values in summary.items():
         click.echo(f"{arm}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 

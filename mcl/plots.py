@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+
+from mcl.io import atomic_path  # noqa: E402
 
 # The ARC palette: 0 black (background), then blue, red, green, yellow, grey, magenta, orange, azure, maroon.
 ARC_COLOURS = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
@@ -30,9 +31,6 @@ def draw_grid(ax, grid, title: str | None = None) -> None:
 
 def save_figure(fig, path: str | os.PathLike) -> None:
     """Save ``fig`` as PNG atomically (temp file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)

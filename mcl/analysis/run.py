@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from mcl.analysis.features import monosemanticity, most_selective_units, selecti
 from mcl.analysis.grassmann import distance_matrix, pca_basis
 from mcl.analysis.probes import probe_primitives
 from mcl.analysis.stats import paired_bootstrap_ci, paired_t_test, spearman, verdict
+from mcl import io
 from mcl.config import Params
 
 __all__ = ["analyse", "hypothesis_entry", "collect", "jaccard_matrix", "upper", "HYPOTHESIS_KEYS", "write_json"]
@@ -74,11 +74,8 @@ def _clean(obj):
 
 
 def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """``obj`` as strict JSON (NaN and infinities become null), written atomically."""
+    io.write_json(path, _clean(obj), allow_nan=False)
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +268,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
             rec.setdefault("monosemanticity", []).append(float(np.nanmean(mono)) if np.isfinite(mono).any() else float("nan"))
             rec.setdefault("monosemanticity_per_primitive", []).append(mono.tolist())
             if si == 0:
-                cka_layers, sub_layers, est_layers = [], [], []
+                cka_layers, est_layers = [], []
                 for layer in layers:
                     Cl, Sl, dl = _task_matrices(reps_probe[layer].astype(np.float64), T, E, k)
                     cka_layers.append(Cl)
@@ -358,7 +355,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
         note=f"macro AUROC of per-primitive logistic probes on h fit on {len(fit_eps)} train+val episodes, "
              f"scored on {n_test} test episodes")
     add("H4_probe_z", sh["probe_z"], ba["probe_z"], "n_seeds_used",
-        note=f"as H4_probe_h on the SAE codes z")
+        note="as H4_probe_h on the SAE codes z")
     add("H4_monosemanticity", sh["monosemanticity"], ba["monosemanticity"], "n_seeds_used",
         note=f"mean over primitives of the best single-unit AUROC of z on {n_test} test episodes")
     add("cost_step_time_ms", sh["step_time_ms"], ba["step_time_ms"], "n_seeds_used",
@@ -394,9 +391,8 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
         C0 = npz[f"{arm}_task_cka"][layers.index("h")]
         npz[f"{arm}_h3_pairs_cka"] = upper(C0)
         npz[f"{arm}_h3_pairs_subspace"] = upper(npz[f"{arm}_task_subspace"])
-    tmp = out_dir / f".matrices.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, **npz)
-    os.replace(tmp, out_dir / "matrices.npz")
+    with io.atomic_path(out_dir / "matrices.npz", ".npz") as tmp:
+        np.savez_compressed(tmp, **npz)
     write_json(out_dir / "analysis.json", art)
     write_json(metrics_dir / "hypotheses.json", hyp)
     return hyp

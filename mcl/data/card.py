@@ -11,6 +11,7 @@ import numpy as np
 from mcl.data.generator import Episodes
 from mcl.data.primitives import PRIMITIVES, apply_primitive
 from mcl.data.store import EpisodeStore
+from mcl.io import write_text
 
 
 def label_set_name(labels_row, primitives) -> str:
@@ -43,7 +44,7 @@ def format_info(store: EpisodeStore, top: int = 12) -> str:
              f"primitives: {', '.join(a['primitives'])}",
              f"episode: {a['episode_pairs']} pairs of {a['grid_size']}x{a['grid_size']} grids "
              f"({a['episode_pairs'] - 1} demonstrations + 1 query), colours 0-{a['colours'] - 1}",
-             f"data params: " + ", ".join(f"{k}={v}" for k, v in a["data"].items()), ""]
+             "data params: " + ", ".join(f"{k}={v}" for k, v in a["data"].items()), ""]
     lines.append(f"{'split':<8} {'episodes':>8} {'label sets':>10}  {'lengths':<22} checksum (sha256, verified)")
     for name, s in stats.items():
         lens = " ".join(f"{k}:{v}" for k, v in s["lengths"].items())
@@ -183,7 +184,4 @@ order above. `mcl` verifies them on every read.
 ```python
 {SNIPPET}```
 """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_text(out, text)

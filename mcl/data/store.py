@@ -30,8 +30,6 @@ SCHEMA_VERSION = 1
 _DTYPES = dict(inputs=np.uint8, outputs=np.uint8, labels=np.uint8, program=np.int16, args=np.int16)
 
 
-
-
 def store_format(path: str | os.PathLike) -> str:
     """'zarr' for ``*.zarr``, 'hdf5' for ``*.h5`` / ``*.hdf5``."""
     suffix = Path(path).suffix.lower()

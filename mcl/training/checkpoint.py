@@ -14,22 +14,17 @@ from pathlib import Path
 import torch
 
 from mcl.errors import CheckpointError
+from mcl.io import atomic_path
 
 FORMAT = "mcl-checkpoint-v1"
 
 
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike, model_config: dict | None = None, map_location="cpu") -> dict:

@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 
 from dvclive import Live
+from scmrepo.exceptions import SCMError
+
+from mcl.io import write_csv
 
 
 class _LiveWithoutRepo(Live):
@@ -45,9 +48,7 @@ class RunLogger:
         kwargs = dict(resume=False, dvcyaml=None, save_dvc_exp=False, report=None)
         try:
             self.live = Live(str(self.dir), **kwargs)
-        except Exception as e:  # DVCLive asks git for HEAD, which fails in a repo without commits
-            if type(e).__name__ != "SCMError":
-                raise
+        except SCMError:  # DVCLive asks git for HEAD, which fails in a repo without commits
             self.live = _LiveWithoutRepo(str(self.dir), **kwargs)
         self.tb = None
         if tb_dir is not None:
@@ -75,14 +76,7 @@ class RunLogger:
 
     def _write_csv(self) -> None:
         keys = ["step"] + sorted({k for r in self.rows for k in r} - {"step"})
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, keys)
-            writer.writeheader()
-            for r in self.rows:
-                writer.writerow({k: (int(v) if k == "step" else repr(v)) for k, v in r.items()})
-        os.replace(tmp, self.csv_path)
+        write_csv(self.csv_path, keys, ({k: (int(v) if k == "step" else repr(v)) for k, v in r.items()} for r in self.rows))
 
     def close(self) -> None:
         self.live.end()

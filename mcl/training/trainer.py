@@ -21,19 +21,18 @@ import torch
 import yaml
 
 from mcl.config import Params, to_dict
-from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, label_set_ids
+from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource
 from mcl.data.primitives import NUM_PRIMITIVES
 from mcl.data.store import open_store
 from mcl.errors import NonFiniteLossError
 from mcl.evaluation.metrics import per_episode, summarise
+from mcl.io import write_text
 from mcl.losses.manager import LossManager
 from mcl.models.model import MCLModel
 from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mcl.training.logger import RunLogger
 
 ARMS = ("share", "baseline")
-
-
 
 
 def arm_params(params: Params, arm: str) -> Params:
@@ -244,17 +243,13 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
 def _write_firing_histogram(path: Path, monitor) -> None:
     """Log-density histogram of SAE unit firing rates over the run (log10 rate; never-fired units at -8)."""
     counts, edges = monitor.log_density_histogram(bins=32)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     lines = ["log10_rate_low,log10_rate_high,units"] + [f"{lo:.4f},{hi:.4f},{int(c)}" for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _write_config(path: Path, config: dict, arm: str, seed: int) -> None:
     """The resolved config of a run, next to its checkpoints."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump({"arm": arm, "seed": seed, **config}, sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump({"arm": arm, "seed": seed, **config}, sort_keys=False))
 
 
 def load_trained(run_dir: str | os.PathLike, params: Params, device="cpu", which: str = "best") -> MCLModel:
