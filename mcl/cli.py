@@ -64,12 +64,12 @@ def generate(params_path, out):
     Same params give byte-identical arrays. The store is written to a temporary path and
     renamed into place, so an interrupted run never leaves a partial store.
     """
+    params = _load(params_path)  # validate before importing anything heavy or doing any work
     from tqdm import tqdm
 
     from mcl.data.generator import SPLITS, generate_dataset
     from mcl.data.store import store_attrs, store_format, write_store
 
-    params = _load(params_path)
     cfg = params.data
     path = Path(out or cfg.store)
     store_format(path)  # fail early on an unknown suffix
@@ -160,9 +160,9 @@ def finetune(params_path, arm, seed, models_dir, out_dir):
     parameters train), and full fine-tuning; curves, final IoU / exact match, steps to
     finetune.threshold IoU (censored at steps + 1) and wall time.
     """
+    params = _load(params_path)
     from tqdm import tqdm
 
-    params = _load(params_path)
     from mcl.data.store import open_store
     from mcl.io import write_csv, write_json
     from mcl.training.finetune import finetune_model, mean_curve
@@ -233,8 +233,12 @@ def data_info(path, top):
 @click.argument("path", type=click.Path())
 @click.option("--out", default="docs/dataset.md", show_default=True, help="Markdown file to write.")
 @click.option("--figures", default="docs/figures", show_default=True, help="Folder for the PNG figures.")
-def data_card(path, out, figures):
+@click.option("--params", "params_path", default=None, type=click.Path(dir_okay=False),
+              help="Validate this parameter file first (the dataset_card stage passes params.yaml).")
+def data_card(path, out, figures, params_path):
     """Write the dataset card (markdown + primitive pictures) from a store."""
+    if params_path is not None:
+        _load(params_path)
     from mcl.data.card import write_card
     from mcl.data.store import open_store
 
@@ -302,10 +306,10 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
     import os
     import time
 
+    params = _load(params_path)  # validates without importing numpy
     # Thousands of tiny L-BFGS steps in the probes: a threaded BLAS is many times slower there
     # than one thread (and the CPU is shared with torch). Must be set before numpy loads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    params = _load(params_path)
     from mcl.analysis.run import analyse as run_analyse
 
     t0 = time.perf_counter()
@@ -332,6 +336,33 @@ def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
     paths = write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
     for p in paths:
         click.echo(f"wrote {p}")
+
+
+@cli.command()
+@PARAMS_OPTION
+@click.option("--arm", type=click.Choice(["share", "baseline"]), default="share", show_default=True,
+              help="Arm to train (baseline: loss.beta forced to 0).")
+@click.option("--runs", type=click.IntRange(min=2), default=2, show_default=True, help="Trainings per seed.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Seeds to train (repeatable; default train.seeds).")
+@click.option("--out", default="docs/reproducibility.md", show_default=True, help="Markdown report to write.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the runs here (default: a temporary folder, removed afterwards).")
+def reproducibility(params_path, arm, runs, seeds, out, work_dir):
+    """Train one arm several times per seed and report run-to-run and seed-to-seed spread.
+
+    Not a pipeline stage (it trains runs x seeds models: about 15 minutes with the defaults on a
+    2-core CPU). Writes docs/reproducibility.md with the command that reproduces it.
+    """
+    params = _load(params_path)
+    from mcl.analysis.reproducibility import reproducibility_study
+    from mcl.io import write_text
+    from mcl.training.trainer import check_writable
+
+    check_writable(Path(out).parent)
+    text, rows = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
+                                       Path(work_dir) if work_dir else None)
+    write_text(out, text)
+    click.echo(f"wrote {out} ({len(rows)} runs)")
 
 
 def main():

@@ -220,9 +220,9 @@ def _scalar(value, tp, meta, path: str, source: str):
 
 def _build(cls, raw, path: str, source: str):
     where = path or "top level"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: {where} must be a mapping with keys {', '.join(known)}, got {raw!r}")
     for key in raw:
         if key not in known:
             full = f"{path}.{key}" if path else str(key)
@@ -319,13 +319,70 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Mapping[str,
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = _read_yaml(text, source)
     return parse_params(raw, source, overrides)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where it is and what the parser expected."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or not problem:
+        return f"not valid YAML ({str(e).splitlines()[0]})"
+    text = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {' '.join(problem.split())}"
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        text += f" ({' '.join(context.split())}" + (f" started at line {cmark.line + 1})" if cmark else ")")
+    return text
+
+
+def _check_duplicate_keys(node, path: str, source: str, seen_nodes: set) -> None:
+    """Refuse a key that appears twice in one mapping (plain YAML silently keeps the last one)."""
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = key_node.value
+            full = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise ConfigError(f"{source}: duplicate key {full} (lines {lines[key]} and {line}); "
+                                  f"each key may appear once")
+            lines[key] = line
+            _check_duplicate_keys(value_node, full, source, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{path}[{i}]", source, seen_nodes)
+
+
+def _read_yaml(text: str, source: str):
+    """``yaml.safe_load`` that also refuses duplicate keys; errors are one-line :class:`ConfigError`."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_duplicate_keys(node, "", source, set())
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {_yaml_error(e)}") from None
 
 
 def to_dict(obj) -> dict:
     """Params (or a section) as plain nested dicts, for config.yaml and store attributes."""
     return dataclasses.asdict(obj)
+
+
+# The two arms of every comparison and the name of one training run (its folder under models/).
+ARMS = ("share", "baseline")
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-seed{seed}"

@@ -7,8 +7,44 @@ import csv
 import io
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only, nothing is sent
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to another user
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    """Delete temporaries of ``path`` left behind by killed writers (SIGKILL, OOM, power loss skip the cleanup).
+
+    Only names of the exact form ``atomic_path`` gives (``.NAME.tmp-PID[SUFFIX]``) whose PID names no
+    live process are removed, so a concurrent writer's temporary on this machine is never touched. (A
+    reused PID only keeps a stale file a while longer; writers in another PID namespace or on another
+    host sharing the folder are not told apart, which could at worst make such a writer's rename fail.)
+    POSIX only: on Windows ``os.kill(pid, 0)`` would not be a harmless probe.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(re.escape(f".{path.name}.tmp-") + r"(\d+)" + re.escape(suffix))
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m and int(m.group(1)) != os.getpid() and not _process_exists(int(m.group(1))):
+            try:
+                (path.parent / name).unlink()
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass  # removed by another process meanwhile, or not ours to remove
 
 
 @contextmanager
@@ -16,9 +52,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on error remove it.
 
     ``suffix`` is appended to the temporary name for writers that insist on an extension.
+    Temporaries of ``path`` from writers that were killed meanwhile are removed first, so they
+    do not pile up across kill-and-resume cycles.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path, suffix)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
         yield tmp

@@ -219,3 +219,29 @@ def tiny_trained_run(tiny_params, tmp_path_factory) -> Path:
     train(tiny_params, "share", 0, root / "models" / "share-seed0", root / "metrics" / "share-seed0",
           progress=False, tensorboard=False)
     return root / "models" / "share-seed0"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-docs", action="store_true", default=False,
+                     help="Rewrite generated docs (docs/reliability.md) instead of failing when they are stale.")
+
+
+@pytest.fixture(scope="session")
+def update_docs(request) -> bool:
+    """True under ``--update-docs``: doc-producing tests rewrite their file instead of comparing."""
+    return bool(request.config.getoption("--update-docs"))
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory, write_tiny_params, mcl_env):
+    """``(repo, runs)``: a tiny copy of this checkout after `dvc repro generate` then `dvc repro`, outputs
+    committed; ``runs`` maps "generate" / "repro" to the CompletedProcess of each. Shared by the pipeline
+    and sharing tests: read it, or work on ``repo_tools.clone_with_cache(repo, ...)``; never change it."""
+    from repo_tools import dvc, git, repo_env, tiny_repo
+
+    repo = tiny_repo(tmp_path_factory.mktemp("reproduced") / "repo", write_tiny_params)
+    env = repo_env(mcl_env)
+    runs = {"generate": dvc(repo, env, "repro", "generate"), "repro": dvc(repo, env, "repro")}
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pipeline outputs")
+    return repo, runs

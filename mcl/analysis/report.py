@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mcl.config import Params, to_dict
+from mcl.config import ARMS, Params, run_name, to_dict
 from mcl.io import write_text
 
 __all__ = ["write_report", "code_version", "fmt", "FIGURES"]
 
-ARMS = ("share", "baseline")
 ARM_COLOURS = {"share": "#0074D9", "baseline": "#FF851B"}
 FIGURES = ("learning_curves.png", "zero_shot.png", "fewshot_curves.png", "task_cka.png", "layer_cka.png",
            "subspace_vs_overlap.png", "probe_auroc.png", "selectivity.png", "top_activating_share.png",
@@ -339,7 +338,7 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
     seeds = list(params.train.seeds)
     method = params.finetune.method
     n_boot, alpha = params.analysis.n_boot, params.analysis.alpha
-    runs = {arm: [f"{arm}-seed{s}" for s in seeds] for arm in ARMS}
+    runs = {arm: [run_name(arm, s) for s in seeds] for arm in ARMS}
     summary = _read_json(metrics_dir / "summary.json")
     hyp = _read_json(metrics_dir / "hypotheses.json")
     evals = {arm: {r: _read_json(metrics_dir / "eval" / f"{r}.json") for r in runs[arm]} for arm in ARMS}

@@ -58,7 +58,15 @@ def store_attrs(splits: dict[str, Episodes], cfg: DataConfig, label_sets: dict[s
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path``, replacing what is there (a file or a directory)."""
+    """Move ``tmp`` to ``path``, replacing what is there (a file or a directory).
+
+    A file is replaced by one atomic rename. A directory cannot be (rename refuses a non-empty
+    target), so the old store is moved aside to ``.NAME.old-PID`` first and the new one moved in
+    second: a kill between the two renames leaves nothing at ``path``, the old store complete at
+    ``.NAME.old-PID`` and the new one complete at ``.NAME.tmp-PID``. The next ``write_store`` puts
+    the old store back before anything else (:func:`_restore_moved_aside`), so ``path`` holds a
+    complete store again while that run writes, even if it is killed too.
+    """
     if path.is_dir() and not path.is_symlink():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
@@ -68,11 +76,29 @@ def _replace(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def _restore_moved_aside(path: Path) -> None:
+    """Undo a directory swap of :func:`_replace` that a kill cut between its two renames.
+
+    Nothing at ``path`` with both ``.NAME.old-PID`` and ``.NAME.tmp-PID`` present happens only in
+    that window (the temporary is complete once renames start; the old store is untouched), so the
+    old store is moved back. An ``.old-PID`` without its ``.tmp-PID`` is what a kill during the final
+    ``rmtree`` leaves (the swap had finished): possibly partial, never restored, deleted as stale.
+    """
+    if path.exists() or path.is_symlink():
+        return
+    for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+        pid = old.name.rsplit("-", 1)[-1]
+        if old.is_dir() and path.with_name(f".{path.name}.tmp-{pid}").exists():
+            os.replace(old, path)
+            return
+
+
 def write_store(path: str | os.PathLike, splits: dict[str, Episodes], attrs: dict) -> None:
     """Write ``splits`` and root ``attrs`` to ``path`` atomically (temp path, then rename)."""
     path = Path(path)
     fmt = store_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _restore_moved_aside(path)  # before the stale copies below are deleted
     for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)  # killed writers
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -113,6 +139,12 @@ class EpisodeStore:
         self.format = store_format(self.path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: store not found (run `mcl generate` or `dvc repro generate`)")
+        if self.format == "zarr" and not self.path.is_dir():
+            raise StoreError(f"{self.path}: not a Zarr store (a file; expected a directory holding zarr.json)")
+        if self.format == "zarr" and not (self.path / "zarr.json").is_file():
+            raise StoreError(f"{self.path}: not a Zarr v3 store (no zarr.json in the directory)")
+        if self.format == "hdf5" and not self.path.is_file():
+            raise StoreError(f"{self.path}: not an HDF5 file (a directory; expected a file)")
         try:
             if self.format == "zarr":
                 import zarr
@@ -122,11 +154,20 @@ class EpisodeStore:
             else:
                 import h5py
 
+                if not h5py.is_hdf5(self.path):
+                    raise StoreError(f"{self.path}: not an HDF5 file (no HDF5 signature)")
                 with h5py.File(self.path, "r") as f:
+                    if "mcl" not in f.attrs:
+                        raise StoreError(f"{self.path}: not an mcl episode store (no 'mcl' attribute)")
                     self.attrs = json.loads(f.attrs["mcl"])
+        except StoreError:
+            raise
         except Exception as e:
-            raise StoreError(f"{self.path}: unreadable store metadata ({type(e).__name__}: {e})") from None
+            raise StoreError(f"{self.path}: unreadable store metadata ({_brief(e)})") from None
         version = self.attrs.get("schema_version")
+        if version is None:
+            raise StoreError(f"{self.path}: not an mcl episode store (no schema_version attribute; "
+                             f"this mcl reads {SCHEMA_VERSION})")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema_version {version!r} but this mcl reads {SCHEMA_VERSION}")
         for key in ("primitives", "checksums", "splits"):
@@ -141,13 +182,23 @@ class EpisodeStore:
     def primitives(self) -> list[str]:
         return list(self.attrs["primitives"])
 
+    def _missing(self, group, split: str) -> None:
+        """Raise if the split's group or one of its arrays is absent (listed in the attributes, not on disk)."""
+        if split not in group:
+            raise StoreError(f"{self.path}: split {split!r} is listed in the store attributes but its group is missing")
+        for field in Episodes.FIELDS:
+            if field not in group[split]:
+                raise StoreError(f"{self.path}: array {split}/{field} is missing")
+
     def _read_arrays(self, split: str) -> dict[str, np.ndarray]:
         if self.format == "zarr":
+            self._missing(self._root, split)
             group = self._root[split]
             return {field: np.asarray(group[field][...]) for field in Episodes.FIELDS}
         import h5py
 
         with h5py.File(self.path, "r") as f:
+            self._missing(f, split)
             return {field: f[split][field][...] for field in Episodes.FIELDS}
 
     def load(self, split: str, verify: bool = True) -> Episodes:
@@ -156,8 +207,10 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: split {split!r} missing (has {', '.join(self.splits)})")
         try:
             arrays = self._read_arrays(split)
+        except StoreError:
+            raise
         except Exception as e:
-            raise StoreError(f"{self.path}: cannot read split {split!r} ({type(e).__name__}: {e})") from None
+            raise StoreError(f"{self.path}: cannot read split {split!r} ({_brief(e)})") from None
         n, p = self.attrs["splits"][split], len(self.primitives)
         s = self.attrs.get("episode_pairs", arrays["inputs"].shape[1] if arrays["inputs"].ndim == 4 else -1)
         shapes = dict(inputs=(n, s, SIZE, SIZE), outputs=(n, s, SIZE, SIZE), labels=(n, p), program=(n, 3), args=(n, 3, 2))
@@ -176,6 +229,12 @@ class EpisodeStore:
 
     def load_all(self) -> dict[str, Episodes]:
         return {name: self.load(name) for name in self.splits}
+
+
+def _brief(e: BaseException) -> str:
+    """``Type: first line`` of an exception from zarr / h5py (their messages can span lines)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def open_store(path: str | os.PathLike) -> EpisodeStore:

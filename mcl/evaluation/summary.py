@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl.training.trainer import ARMS, run_name
+from mcl.config import ARMS, run_name
 
 
 def _read_json(path: Path) -> dict:

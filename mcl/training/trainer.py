@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from mcl.config import Params, to_dict
+from mcl.config import ARMS, Params, run_name, to_dict
 from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource
 from mcl.data.primitives import NUM_PRIMITIVES
 from mcl.data.store import open_store
@@ -32,9 +33,6 @@ from mcl.models.model import MCLModel
 from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mcl.training.logger import RunLogger
 
-ARMS = ("share", "baseline")
-
-
 def arm_params(params: Params, arm: str) -> Params:
     """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0."""
     if arm not in ARMS:
@@ -42,10 +40,6 @@ def arm_params(params: Params, arm: str) -> Params:
     if arm == "baseline":
         return dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
     return params
-
-
-def run_name(arm: str, seed: int) -> str:
-    return f"{arm}-seed{seed}"
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -137,6 +131,8 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
 
     start, best_iou, skipped = 0, -1.0, 0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume and not last_path.exists():
+        print(f"--resume: no checkpoint at {last_path}; training from step 0", file=sys.stderr)
     if resume and last_path.exists():
         state = load_checkpoint(last_path, config["model"], map_location=device)
         model.load_state_dict(state["model"])
@@ -256,10 +252,14 @@ def load_trained(run_dir: str | os.PathLike, params: Params, device="cpu", which
     """Rebuild a trained model from ``run_dir/{which}.pt`` (safe load, model config checked)."""
     state = load_checkpoint(Path(run_dir) / f"{which}.pt", to_dict(params.model), map_location=device)
     model = build_model(params, device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{run_dir}/{which}.pt: weights do not fit the model ({str(e).splitlines()[0]})") from None
+    expected, saved = model.state_dict(), state["model"]
+    problems = [f"missing {k}" for k in expected if k not in saved] + [f"unexpected {k}" for k in saved if k not in expected]
+    problems += [f"{k} has shape {tuple(saved[k].shape)}, model wants {tuple(v.shape)}"
+                 for k, v in expected.items() if k in saved and saved[k].shape != v.shape]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise CheckpointError(f"{run_dir}/{which}.pt: weights do not fit the model: {'; '.join(problems[:3])}{more}")
+    model.load_state_dict(saved)
     model.eval()
     return model
 

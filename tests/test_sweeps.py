@@ -1,0 +1,113 @@
+"""A parameter sweep through DVC's experiment queue, as the README describes it.
+
+In a temporary git repository holding a copy of this checkout (tiny params, one seed):
+`dvc exp run --queue -S loss.beta=0.05,0.2` queues a two-point grid, `dvc queue start --jobs 2`
+runs it with two workers, and `dvc exp show` / `dvc metrics diff` compare the results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from repo_tools import dvc, dvc_run, git, repo_env, tiny_repo
+
+pytestmark = pytest.mark.slow
+
+BETAS = (0.05, 0.2)
+
+
+@pytest.fixture(scope="module")
+def sweep_repo(tmp_path_factory, write_tiny_params, mcl_env):
+    root = tiny_repo(tmp_path_factory.mktemp("sweep") / "repo", write_tiny_params)
+    env = repo_env(mcl_env)
+    dvc(root, env, "repro", "generate")  # the frozen dataset, shared by every queued run through the cache
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "tiny params and their dataset")
+    yield root, env
+    dvc_run(root, env, "queue", "stop", "--kill", timeout=120)
+
+
+def experiments(repo: Path, env: dict) -> dict[str, dict]:
+    """name -> exp show data (params, metrics) of every experiment of HEAD."""
+    rows = json.loads(dvc(repo, env, "exp", "show", "--json").stdout)
+    return {rev["name"]: rev["data"] for row in rows for exp in (row.get("experiments") or []) for rev in exp["revs"]}
+
+
+def wait_for_queue(repo: Path, env: dict, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = dvc(repo, env, "queue", "status").stdout
+        if not any(state in out for state in ("Queued", "Running")):
+            return out
+        time.sleep(5)
+    logs = dvc_run(repo, env, "queue", "logs", "--follow", timeout=30).stdout[-2000:]
+    pytest.fail(f"queue not done after {timeout:.0f} s:\n{out}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def swept(sweep_repo):
+    """Queue the loss.beta grid (up to the summary) and run it with two workers; returns the queue status."""
+    repo, env = sweep_repo
+    grid = ",".join(map(str, BETAS))
+    queued = dvc(repo, env, "exp", "run", "--queue", "summarize", "-S", f"loss.beta={grid}").stdout
+    assert queued.count("Queued experiment") == len(BETAS), queued
+    assert "Started '2' new experiments task queue workers" in dvc(repo, env, "queue", "start", "--jobs", "2").stdout
+    return wait_for_queue(repo, env, timeout=900)
+
+
+def train_loss(data: dict, arm: str) -> float:
+    return data["metrics"][f"metrics/train/{arm}-seed0/metrics.json"]["data"]["train"]["loss"]
+
+
+def test_queued_grid_runs_with_two_workers_and_compares(sweep_repo, swept):
+    repo, env = sweep_repo
+    assert swept.count("Success") == len(BETAS), swept
+
+    exps = experiments(repo, env)
+    assert len(exps) == len(BETAS)
+    by_beta = {data["params"]["params.yaml"]["data"]["loss"]["beta"]: (name, data) for name, data in exps.items()}
+    assert sorted(by_beta) == sorted(BETAS)
+
+    (lo_name, lo), (hi_name, hi) = by_beta[BETAS[0]], by_beta[BETAS[1]]
+    assert {"share", "baseline"} <= set(lo["metrics"]["metrics/summary.json"]["data"])
+    assert train_loss(lo, "share") != train_loss(hi, "share"), "loss.beta did not reach the share arm"
+    assert train_loss(lo, "baseline") == train_loss(hi, "baseline"), "the baseline arm depends on loss.beta"
+
+    diff = json.loads(dvc(repo, env, "metrics", "diff", lo_name, hi_name, "--json").stdout)
+    share_train = diff["metrics/train/share-seed0/metrics.json"]
+    assert share_train["train.loss"]["old"] == train_loss(lo, "share")
+    assert share_train["train.loss"]["new"] == train_loss(hi, "share")
+    assert dvc(repo, env, "exp", "show", "--csv").stdout.count("Success") == len(BETAS)
+
+
+def test_experiments_travel_to_another_clone(sweep_repo, swept, tmp_path):
+    """docs/scaling.md's multi-machine flow on one machine: `dvc exp push` from the clone that ran the
+    sweep, `dvc exp pull` in another clone, which then restores an experiment's outputs from the remote."""
+    repo, env = sweep_repo
+    origin, storage, other = tmp_path / "origin.git", tmp_path / "dvc-storage", tmp_path / "other"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "HEAD")
+    dvc(repo, env, "remote", "add", "--local", "-d", "shared", str(storage))
+    dvc(repo, env, "push")  # the frozen dataset of the baseline commit
+    pushed = dvc(repo, env, "exp", "push", "origin").stdout
+    sent = experiments(repo, env)
+    assert all(name in pushed for name in sent), pushed
+
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    dvc(other, env, "remote", "add", "--local", "-d", "shared", str(storage))
+    dvc(other, env, "exp", "pull", "origin")
+    got = experiments(other, env)
+    assert set(got) == set(sent)
+    for name in sent:
+        for arm in ("share", "baseline"):
+            assert train_loss(got[name], arm) == train_loss(sent[name], arm)
+
+    name = sorted(sent)[0]
+    dvc(other, env, "exp", "apply", name)
+    assert (other / "models" / "share-seed0" / "last.pt").is_file(), "the experiment's model did not come along"
+    summary = json.loads((other / "metrics" / "summary.json").read_text())
+    assert summary == sent[name]["metrics"]["metrics/summary.json"]["data"]
