@@ -14,3 +14,9 @@ class CheckpointError(RuntimeError):
 
 class NonFiniteLossError(RuntimeError):
     """Training hit a non-finite loss or gradient with ``train.nonfinite: stop``."""
+
+
+def brief(e: BaseException) -> str:
+    """``Type: first line`` of an exception from a library (zarr, h5py, torch messages can span lines)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__

@@ -24,7 +24,7 @@ import numpy as np
 from mcl.config import DataConfig, to_dict
 from mcl.data.generator import SPLITS, Episodes, split_checksum
 from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
-from mcl.errors import StoreError
+from mcl.errors import StoreError, brief
 
 SCHEMA_VERSION = 1
 _DTYPES = dict(inputs=np.uint8, outputs=np.uint8, labels=np.uint8, program=np.int16, args=np.int16)
@@ -163,7 +163,7 @@ class EpisodeStore:
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(f"{self.path}: unreadable store metadata ({_brief(e)})") from None
+            raise StoreError(f"{self.path}: unreadable store metadata ({brief(e)})") from None
         version = self.attrs.get("schema_version")
         if version is None:
             raise StoreError(f"{self.path}: not an mcl episode store (no schema_version attribute; "
@@ -210,7 +210,7 @@ class EpisodeStore:
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(f"{self.path}: cannot read split {split!r} ({_brief(e)})") from None
+            raise StoreError(f"{self.path}: cannot read split {split!r} ({brief(e)})") from None
         n, p = self.attrs["splits"][split], len(self.primitives)
         s = self.attrs.get("episode_pairs", arrays["inputs"].shape[1] if arrays["inputs"].ndim == 4 else -1)
         shapes = dict(inputs=(n, s, SIZE, SIZE), outputs=(n, s, SIZE, SIZE), labels=(n, p), program=(n, 3), args=(n, 3, 2))
@@ -229,12 +229,6 @@ class EpisodeStore:
 
     def load_all(self) -> dict[str, Episodes]:
         return {name: self.load(name) for name in self.splits}
-
-
-def _brief(e: BaseException) -> str:
-    """``Type: first line`` of an exception from zarr / h5py (their messages can span lines)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def open_store(path: str | os.PathLike) -> EpisodeStore:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mcl.errors import CheckpointError
+from mcl.errors import CheckpointError, brief
 from mcl.io import atomic_path
 
 FORMAT = "mcl-checkpoint-v1"
@@ -64,8 +64,7 @@ def load_checkpoint(path: str | os.PathLike, model_config: dict | None = None, m
                               f"({found.group(0) if found else 'not tensors, numbers, strings, lists or dicts'}); "
                               "checkpoints are loaded with weights_only=True and never run code") from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first[:200]})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({brief(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mcl checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
     if model_config is not None:

@@ -33,6 +33,7 @@ from mcl.models.model import MCLModel
 from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mcl.training.logger import RunLogger
 
+
 def arm_params(params: Params, arm: str) -> Params:
     """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0."""
     if arm not in ARMS:
