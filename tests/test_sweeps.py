@@ -2,12 +2,17 @@
 
 In a temporary git repository holding a copy of this checkout (tiny params, one seed):
 `dvc exp run --queue -S loss.beta=0.05,0.2` queues a two-point grid, `dvc queue start --jobs 2`
-runs it with two workers, and `dvc exp show` / `dvc metrics diff` compare the results.
+runs it with two workers, and `dvc exp show` / `dvc metrics diff` compare the results; the
+experiments then travel to another clone with `dvc exp push` / `dvc exp pull`; and a queued run
+is shown to lack the workspace's untracked files.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +116,29 @@ def test_experiments_travel_to_another_clone(sweep_repo, swept, tmp_path):
     assert (other / "models" / "share-seed0" / "last.pt").is_file(), "the experiment's model did not come along"
     summary = json.loads((other / "metrics" / "summary.json").read_text())
     assert summary == sent[name]["metrics"]["metrics/summary.json"]["data"]
+
+
+def test_queued_run_copies_only_tracked_files(sweep_repo, swept):
+    """README: a queued run gets the workspace's tracked changes but not its untracked files, and runs the code
+    of its own copy (`python -m mcl.cli`). A tracked edit that imports an untracked module works in the
+    workspace and fails in the queue. (Last in this module: it queues a failing experiment.)"""
+    repo, env = sweep_repo
+    cli, probe = repo / "mcl" / "cli.py", repo / "mcl" / "untracked_probe.py"
+    original = cli.read_text()
+    try:
+        probe.write_text("X = 1\n")
+        cli.write_text(original.replace("import click\n", "import click\n\nimport mcl.untracked_probe  # noqa: F401\n", 1))
+        here = subprocess.run([sys.executable, "-m", "mcl.cli", "--help"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert here.returncode == 0, here.stderr
+
+        out = dvc(repo, env, "exp", "run", "--queue", "generate", "-S", "data.seed=5").stdout
+        name = re.search(r"Queued experiment '([^']+)'", out).group(1)
+        dvc(repo, env, "queue", "start", "--jobs", "1")
+        final = wait_for_queue(repo, env, timeout=300)
+        assert re.search(rf"\b{name}\b.*\bFailed\b", final), final
+        logs = dvc_run(repo, env, "queue", "logs", name, timeout=60)
+        assert "No module named 'mcl.untracked_probe'" in logs.stdout + logs.stderr, logs.stdout[-2000:]
+    finally:
+        cli.write_text(original)
+        probe.unlink(missing_ok=True)
