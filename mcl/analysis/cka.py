@@ -39,19 +39,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mcl.analysis.arrays import as_matrix
+
 __all__ = ["linear_cka", "gram_linear_cka", "cka_matrix", "pick_estimator"]
 
 
 def _as_rep(X: np.ndarray, name: str) -> np.ndarray:
     """``X`` as a float64 ``[n, p]`` array (1-D becomes one column); rejects non-finite values."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [n, p], got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains non-finite values")
-    return X
+    return as_matrix(X, name, "2-D [n, p]", column=True)
 
 
 def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple[np.ndarray, np.ndarray]:

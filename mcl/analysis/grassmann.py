@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.linalg
 
+from mcl.analysis.arrays import as_matrix
+
 __all__ = [
     "pca_basis",
     "orthonormal_basis",
@@ -61,14 +63,10 @@ def pca_basis(X: np.ndarray, k: int) -> np.ndarray:
         ties) is positive. Directions beyond the rank of the centred data (at most
         ``n - 1``) span the null space in an arbitrary but deterministic way.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [n, d], got shape {X.shape}")
+    X = as_matrix(X, "X", "2-D [n, d]")
     n, d = X.shape
     if not 1 <= k <= min(n, d):
         raise ValueError(f"k must be in [1, min(n, d)] = [1, {min(n, d)}], got {k}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains non-finite values")
     Xc = X - X.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(Xc, full_matrices=False)
     U = vt[:k].T.copy()
@@ -84,14 +82,7 @@ def orthonormal_basis(A: np.ndarray) -> np.ndarray:
     Uses :func:`scipy.linalg.orth` (SVD with the default rank tolerance), as
     :func:`scipy.linalg.subspace_angles` does. A 1-D ``A`` is one column.
     """
-    A = np.asarray(A, dtype=np.float64)
-    if A.ndim == 1:
-        A = A[:, None]
-    if A.ndim != 2:
-        raise ValueError(f"a basis must be 2-D [d, k], got shape {A.shape}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError("basis contains non-finite values")
-    return scipy.linalg.orth(A)
+    return scipy.linalg.orth(as_matrix(A, "a basis", "2-D [d, k]", column=True))
 
 
 def principal_angles(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from mcl.analysis.arrays import as_matrix
+
 __all__ = ["fit_logistic", "predict_proba", "auroc", "f1_score", "probe_primitives"]
 
 
@@ -62,14 +64,10 @@ def fit_logistic(
     (w, b) : ``w`` float64 ``[d]`` and ``b`` float, for raw features; use
         :func:`predict_proba`. The standardised-space weights are ``w * scale``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D [n, d], got shape {X.shape}")
+    X = as_matrix(X, "X", "2-D [n, d]")
     y = _as_binary(y)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X and y disagree on n: {X.shape[0]} vs {y.shape[0]}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains non-finite values")
     if y.all() or not y.any():
         raise ValueError("fit_logistic needs both classes in y")
     if l2 < 0:

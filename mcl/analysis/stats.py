@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from mcl.analysis.arrays import as_matrix
+
 __all__ = ["paired_bootstrap_ci", "paired_t_test", "verdict", "spearman", "VERDICTS"]
 
 VERDICTS = ("supported", "refuted", "inconclusive")
@@ -26,15 +28,9 @@ _CHUNK_ELEMS = 2_000_000
 
 
 def _as_arm(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be [n_seeds] or [n_seeds, n_episodes], got shape {a.shape}")
+    a = as_matrix(a, name, "[n_seeds] or [n_seeds, n_episodes]", column=True)
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{name} is empty (shape {a.shape})")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains non-finite values")
     return a
 
 
