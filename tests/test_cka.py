@@ -134,3 +134,24 @@ def test_speed_large_n():
     t0 = time.perf_counter()
     linear_cka(X, Y)
     assert time.perf_counter() - t0 < 2.0  # ~0.1 s on 2 cores; generous bound against noisy machines
+
+
+def test_as_matrix_checks_shared_by_the_analyses():
+    from mcl.analysis.arrays import as_matrix
+    from mcl.analysis.grassmann import pca_basis
+    from mcl.analysis.stats import paired_bootstrap_ci
+
+    assert as_matrix([1, 2, 3], "v", "2-D [n, p]", column=True).shape == (3, 1)
+    assert as_matrix([[1, 2]], "m", "2-D [n, p]").dtype == np.float64
+    with pytest.raises(ValueError, match=r"v must be 2-D \[n, p\], got shape \(3,\)"):
+        as_matrix([1, 2, 3], "v", "2-D [n, p]")
+    with pytest.raises(ValueError, match="m must be 2-D"):
+        as_matrix(np.zeros((2, 2, 2)), "m", "2-D [n, p]", column=True)
+    bad = np.ones((6, 3))
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="Y contains non-finite values"):
+        linear_cka(np.ones((6, 3)), bad)
+    with pytest.raises(ValueError, match="X contains non-finite values"):
+        pca_basis(bad, 1)
+    with pytest.raises(ValueError, match="share contains non-finite values"):
+        paired_bootstrap_ci(bad[:, 1], np.ones(6))
