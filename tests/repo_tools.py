@@ -35,6 +35,11 @@ def checkout_files() -> list[str]:
     return keep
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.email=t@mcl.invalid", "-c", "user.name=mcl test", *args], cwd=cwd,
                           capture_output=True, text=True, check=True).stdout

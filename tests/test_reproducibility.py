@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from repo_tools import tree_bytes
 
 from mcl.analysis.reproducibility import HEADLINE, spreads, weights_digest
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("name", ["episodes.zarr", "episodes.h5"])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
-from repo_tools import clone_with_cache, dvc, dvc_run, git, repo_env, stages_run, status
+from repo_tools import clone_with_cache, dvc, dvc_run, git, repo_env, stages_run, status, tree_bytes
 
 from mcl.data.store import open_store
 
@@ -44,11 +44,6 @@ SECRET_KEY = "mcl-lab-secret-0123456789"
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Relative path -> bytes of every file under ``root``."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def cache_objects(repo: Path) -> set[str]:
@@ -89,10 +84,10 @@ def clone(origin: Path, dest: Path) -> Path:
 
 def assert_pulled_clone_matches(origin: Path, repo: Path, env: dict) -> None:
     """The pulled clone holds the origin's store and models, is up to date, and `dvc repro` runs nothing."""
-    assert tree(repo / STORE) == tree(origin / STORE), "pulled dataset differs from the pushed one"
+    assert tree_bytes(repo / STORE) == tree_bytes(origin / STORE), "pulled dataset differs from the pushed one"
     for m in MODELS:
         assert (repo / m / "last.pt").is_file(), f"{m} was not pulled"
-        assert tree(repo / m) == tree(origin / m), f"pulled {m} differs from the pushed one"
+        assert tree_bytes(repo / m) == tree_bytes(origin / m), f"pulled {m} differs from the pushed one"
     assert open_store(repo / STORE).attrs["checksums"] == open_store(origin / STORE).attrs["checksums"]
     assert cache_objects(repo) == pushed_objects(origin), "the clone's cache should hold exactly the pushed objects"
 

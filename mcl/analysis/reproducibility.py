@@ -52,10 +52,9 @@ def spreads(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: Path, progress: bool = True) -> list[dict]:
     """Train ``arm`` ``runs`` times per seed under ``work_dir``; one row of headline metrics per run."""
-    import torch
-
     from mcl.data.store import open_store
     from mcl.evaluation.zero_shot import evaluate_model
+    from mcl.training.checkpoint import load_checkpoint
     from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name, train
 
     device = resolve_device(params.train.device)
@@ -70,7 +69,7 @@ def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: P
                   tensorboard=False)
             model = load_trained(root / "models" / name, arm_params(params, arm), device)
             result = evaluate_model(model, splits, store.primitives, params.eval.batch_size, device)
-            last = torch.load(root / "models" / name / "last.pt", map_location="cpu", weights_only=True)
+            last = load_checkpoint(root / "models" / name / "last.pt")
             rows.append({"seed": seed, "run": run, **{f"{s}/{m}": result[s][m] for s, m in HEADLINE},
                          "weights": weights_digest(last["model"])})
     return rows
