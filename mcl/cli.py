@@ -82,34 +82,45 @@ def generate(params_path, out):
 # ---------------------------------------------------------------------------
 # train
 
-ARM_OPTION = click.option("--arm", type=click.Choice(["share", "baseline"]), required=True,
-                          help="share: params as given; baseline: loss.beta forced to 0.")
+ARM_OPTION = click.option("--arm", type=click.Choice(["share", "baseline", "oracle"]), required=True,
+                          help="share: params as given; baseline: loss.beta forced to 0; "
+                               "oracle: the baseline with the true program as its task vector (control).")
 SEED_OPTION = click.option("--seed", type=int, required=True, help="Training seed (one of train.seeds in the pipeline).")
 
 
 @cli.command()
 @PARAMS_OPTION
 @ARM_OPTION
-@SEED_OPTION
-@click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint (exact on CPU).")
-@click.option("--models-dir", default="models", show_default=True, help="Run directories go here: <arm>-seed<k>/.")
-@click.option("--metrics-dir", default="metrics/train", show_default=True, help="Training logs go here: <arm>-seed<k>/.")
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Seed to train (repeatable); default: every seed in train.seeds (train.oracle_seeds for oracle).")
+@click.option("--workers", type=int, default=None,
+              help="Processes side by side (default train.workers; 0 there = cores // train.threads).")
+@click.option("--resume", is_flag=True, help="Continue each seed from its last checkpoint (exact on CPU).")
+@click.option("--models-dir", default="models", show_default=True, help="Run directories go here: <arm>/seed<k>/.")
+@click.option("--metrics-dir", default="metrics/train", show_default=True, help="Training logs go here: <arm>/seed<k>/.")
 @click.option("--no-tensorboard", is_flag=True, help="Skip the TensorBoard event files.")
-def train(params_path, arm, seed, resume, models_dir, metrics_dir, no_tensorboard):
-    """Train one model (one arm, one seed) on the frozen train split.
+def train(params_path, arm, seeds, workers, resume, models_dir, metrics_dir, no_tensorboard):
+    """Train one arm on the frozen train split, its seeds side by side.
 
-    Writes models/<arm>-seed<k>/{config.yaml,last.pt,best.pt,tb/} and
-    metrics/train/<arm>-seed<k>/{metrics.csv,metrics.json,plots/} (DVCLive).
+    Writes models/<arm>/seed<k>/{config.yaml,last.pt,best.pt,tb/} and
+    metrics/train/<arm>/seed<k>/{metrics.csv,metrics.json,plots/,timing.csv} (DVCLive).
+    A seed gives the same weights and metrics alone or beside others (train.threads is fixed).
     """
     params = _load(params_path)  # validate before importing torch or doing any work
-    from mcl.training.trainer import run_name, train as train_run
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    from mcl.training.pool import train_seeds
+    from mcl.training.trainer import run_name
 
-    name = run_name(arm, seed)
-    summary = train_run(params, arm, seed, Path(models_dir) / name, Path(metrics_dir) / name, resume=resume,
-                        tensorboard=not no_tensorboard)
-    final = summary["final"]
-    click.echo(f"{name}: {summary['steps']} steps, val iou {final.get('val/iou', float('nan')):.4f}, "
-               f"val exact_match {final.get('val/exact_match', float('nan')):.4f}, best val iou {summary['best_val_iou']:.4f}")
+    seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
+    summaries = train_seeds(params, arm, seeds, models_dir, metrics_dir, resume=resume, workers=workers,
+                            tensorboard=not no_tensorboard)
+    for summary in summaries:
+        final = summary["final"]
+        click.echo(f"{run_name(arm, summary['seed'])}: {summary['steps']} steps, "
+                   f"val iou {final.get('val/iou', float('nan')):.4f}, "
+                   f"val exact_match {final.get('val/exact_match', float('nan')):.4f}, "
+                   f"best val iou {summary['best_val_iou']:.4f}")
 
 
 @cli.command()
@@ -119,7 +130,8 @@ def train(params_path, arm, seed, resume, models_dir, metrics_dir, no_tensorboar
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--out", default=None, help="Metrics file (default metrics/eval/<arm>-seed<k>.json).")
 def evaluate(params_path, arm, seed, models_dir, out):
-    """Zero-shot evaluation of a trained model on val (lengths 1-2) and test (unseen length 3).
+    """Zero-shot evaluation of a trained model on val (lengths 1-2), test (unseen length 3),
+    dev (other unseen length-3 label sets, for model selection) and novel2 (held-out length-2 combinations).
 
     Writes exact_match, cell_accuracy and iou overall, per composition length and per
     primitive, next to copy-the-query and majority-colour reference rows.
@@ -136,7 +148,8 @@ def evaluate(params_path, arm, seed, models_dir, out):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    result = evaluate_model(model, {s: store.load(s) for s in ("val", "test")}, store.primitives,
+    splits = ["val", "test"] + [s for s in ("dev", "novel2") if s in store.splits]  # older stores lack dev, novel2
+    result = evaluate_model(model, {s: store.load(s) for s in splits}, store.primitives,
                             params.eval.batch_size, device)
     write_json(out, result)
     ref = result["reference"]
@@ -152,13 +165,17 @@ def evaluate(params_path, arm, seed, models_dir, out):
 @SEED_OPTION
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--out-dir", default="metrics/finetune", show_default=True,
-              help="Writes <arm>-seed<k>.json (means per method and per-task results) and <arm>-seed<k>.curve.csv.")
-def finetune(params_path, arm, seed, models_dir, out_dir):
-    """Few-shot adaptation of a trained model on label sets of the fewshot split.
+              help="Writes <arm>/seed<k>.json (means per method and per-task results) and <arm>/seed<k>.curve.csv.")
+@click.option("--split", type=click.Choice(["fewshot", "dev"]), default="fewshot", show_default=True,
+              help="Label sets to adapt to: fewshot (the H2 measurement; test's label sets) or dev "
+                   "(for choosing the finetune budget without looking at test label sets).")
+def finetune(params_path, arm, seed, models_dir, out_dir, split):
+    """Few-shot adaptation of a trained model on label sets of the fewshot (or dev) split.
 
     Per label set: no adaptation, finetune.method (LoRA or adapter: only inserted
-    parameters train), and full fine-tuning; curves, final IoU / exact match, steps to
-    finetune.threshold IoU (censored at steps + 1) and wall time.
+    parameters train), and full fine-tuning; curves, final IoU / exact match, the gain
+    over no adaptation, steps to a target relative to the step-0 IoU (censored at steps + 1)
+    and wall time.
     """
     params = _load(params_path)
     from tqdm import tqdm
@@ -173,7 +190,7 @@ def finetune(params_path, arm, seed, models_dir, out_dir):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    eps = store.load("fewshot")
+    eps = store.load(split)
     with tqdm(total=params.finetune.num_tasks, desc=f"finetune {name}", unit="task", file=sys.stderr) as bar:
         try:
             result = finetune_model(model, eps, store.primitives, params, device, progress=lambda _: bar.update())
@@ -195,19 +212,19 @@ def finetune(params_path, arm, seed, models_dir, out_dir):
 @PARAMS_OPTION
 @click.option("--eval-dir", default="metrics/eval", show_default=True)
 @click.option("--finetune-dir", default="metrics/finetune", show_default=True)
-@click.option("--train-dir", default="metrics/train", show_default=True)
 @click.option("--out", default="metrics/summary.json", show_default=True)
-def summarize(params_path, eval_dir, finetune_dir, train_dir, out):
-    """Headline numbers per arm (mean over train.seeds) into one small file for `dvc exp show`."""
+def summarize(params_path, eval_dir, finetune_dir, out):
+    """Headline numbers per arm (mean over train.seeds) and the controls, in one small file for `dvc exp show`."""
     params = _load(params_path)
     from mcl.evaluation.summary import summarize_runs
     from mcl.io import write_json
 
-    summary = summarize_runs(params.train.seeds, Path(eval_dir), Path(finetune_dir), Path(train_dir),
+    summary = summarize_runs(params.train.seeds, params.train.oracle_seeds, Path(eval_dir), Path(finetune_dir),
                              params.finetune.method)
     write_json(Path(out), summary)
     for arm, values in summary.items():
-        click.echo(f"{arm}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if isinstance(values, dict):
+            click.echo(f"{arm}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
 
 # ---------------------------------------------------------------------------
@@ -278,13 +295,25 @@ def bench_share_cmd(params_path):
 
 @bench.command("train")
 @PARAMS_OPTION
-@click.option("--steps", default=200, show_default=True, help="Training steps to time.")
-def bench_train_cmd(params_path, steps):
-    """Training episodes/s of `mcl train` next to a bare forward/backward/step of the same model."""
-    params = _load(params_path)
-    from mcl.bench.train import bench_train
+@click.option("--steps", type=int, default=None, help="Training steps to time (default 200; 500 per seed with --parallel).")
+@click.option("--parallel", is_flag=True, help="Instead: train --seeds seeds one after another, then side by side.")
+@click.option("--seeds", default=2, show_default=True, help="With --parallel: seeds to train.")
+@click.option("--workers", type=int, default=None, help="With --parallel: processes (default as `mcl train`).")
+def bench_train_cmd(params_path, steps, parallel, seeds, workers):
+    """Training episodes/s of `mcl train` next to a bare forward/backward/step of the same model.
 
-    for line in bench_train(params, steps=steps):
+    With --parallel: wall time of N seeds trained one after another and side by side in the
+    process pool, their ratio, and whether each seed's weights came out the same. Generates
+    its own temporary store (no pipeline stage needed).
+    """
+    params = _load(params_path)
+    from mcl.bench.train import bench_parallel, bench_train
+
+    if parallel:
+        lines = bench_parallel(params, seeds=seeds, steps=steps or 500, workers=workers)
+    else:
+        lines = bench_train(params, steps=steps or 200)
+    for line in lines:
         click.echo(line)
 
 
@@ -295,13 +324,16 @@ def bench_train_cmd(params_path, steps):
 @PARAMS_OPTION
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--metrics-dir", default="metrics", show_default=True,
-              help="Metrics root: reads eval/, finetune/, train/; writes hypotheses.json.")
+              help="Metrics root: reads finetune/; writes hypotheses.json.")
 @click.option("--out-dir", default="metrics/analysis", show_default=True, help="Matrices and per-seed values for the report.")
 def analyse(params_path, models_dir, metrics_dir, out_dir):
-    """Representation analyses (CKA, subspaces, probes, SAE features) and the H1-H4 verdicts.
+    """Representation analyses and the pre-registered decisions (docs/hypotheses.md).
 
-    Writes metrics/hypotheses.json (effect share - baseline, bootstrap CI, n, p, verdict per
-    hypothesis) and metrics/analysis/{analysis.json,matrices.npz}.
+    For every arm and seed in train.seeds: the manipulation check on val, zero-shot exact match
+    per episode (test, novel2, dev), few-shot gains (from finetune/), task subspaces and CKA on the
+    probe split, held-out monosemanticity and probes. Writes metrics/hypotheses.json (per key:
+    effect share - baseline, interval, Holm / raw p, MDE, verdict, role) and
+    metrics/analysis/{analysis.json,matrices.npz} (everything else).
     """
     import os
     import time
@@ -310,15 +342,21 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
     # Thousands of tiny L-BFGS steps in the probes: a threaded BLAS is many times slower there
     # than one thread (and the CPU is shared with torch). Must be set before numpy loads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from mcl.analysis.hypotheses import by_key
     from mcl.analysis.run import analyse as run_analyse
 
     t0 = time.perf_counter()
     hyp = run_analyse(params, Path(models_dir), Path(metrics_dir), Path(out_dir),
                       progress=lambda msg: click.echo(msg, err=True))
+    roles = {k: h.role for k, h in by_key().items()}
     for key, e in hyp.items():
-        eff = "n/a" if e["effect"] is None else f"{e['effect']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
-        click.echo(f"{key}: {eff} {e['verdict']}")
-    click.echo(f"analyse: {time.perf_counter() - t0:.1f} s")
+        if not isinstance(e, dict):
+            continue
+        eff = "n/a" if e["effect"] is None else (
+            f"{e['effect']:+.4f} [{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]" if e.get("ci_low") is not None
+            else f"{e['effect']:+.4f}")
+        click.echo(f"{key} ({roles.get(key, 'unregistered')}): {eff} {e['verdict']}")
+    click.echo(f"analyse: {hyp['n_seeds']} seeds, {time.perf_counter() - t0:.1f} s")
 
 
 @cli.command()
@@ -327,13 +365,15 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
 @click.option("--analysis-dir", default="metrics/analysis", show_default=True)
 @click.option("--models-dir", default="models", show_default=True, help="Read for each run's config.yaml (experiment log).")
 @click.option("--docs-dir", default="docs", show_default=True,
-              help="Writes results_summary.md, analysis_report.md and figures/report/.")
+              help="Writes hypotheses.md, results_summary.md, analysis_report.md and figures/report/.")
 def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
-    """Generate docs/results_summary.md and docs/analysis_report.md (+ figures) from the metrics files."""
+    """Generate docs/results_summary.md, docs/analysis_report.md (+ figures) from the metrics files,
+    and docs/hypotheses.md (the pre-registration) from the table in mcl/analysis/hypotheses.py."""
     params = _load(params_path)
-    from mcl.analysis.report import write_report
+    from mcl.analysis.report import write_preregistration, write_report
 
-    paths = write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
+    paths = [write_preregistration(Path(docs_dir) / "hypotheses.md", alpha=params.analysis.alpha)]
+    paths += write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
     for p in paths:
         click.echo(f"wrote {p}")
 
@@ -363,6 +403,71 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
                                        Path(work_dir) if work_dir else None)
     write_text(out, text)
     click.echo(f"wrote {out} ({len(rows)} runs)")
+
+
+@cli.command()
+@PARAMS_OPTION
+@click.option("--out", default="docs/learnability.md", show_default=True, help="Markdown report to write.")
+@click.option("--figure", default="docs/figures/learnability.png", show_default=True, help="PNG figure to write.")
+@click.option("--seed", default=0, show_default=True, help="Training seed of every variant.")
+@click.option("--workers", type=int, default=None, help="Runs side by side (default as `mcl train`).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the runs here (default: a temporary folder, removed afterwards).")
+def learnability(params_path, out, figure, seed, workers, work_dir):
+    """Does the model learn the task? Train the default recipe and its ablations, write curves.
+
+    Variants (mcl/analysis/learnability.py): default, share arm, SAE gradient into h,
+    auxiliary weight 0 and 0.1, uniform instead of grouped batches, denser grids, and the
+    oracle-task control. Val and test exact match against steps go to docs/learnability.md
+    and its figure. Not a pipeline stage: it trains 8 models (about 15 minutes at the
+    defaults on 2 cores).
+    """
+    params = _load(params_path)
+    from mcl.analysis.learnability import VARIANTS, learnability_study
+    from mcl.config import load_raw
+    from mcl.training.pool import pool_workers
+    from mcl.training.trainer import check_writable
+
+    check_writable(Path(out).parent, Path(figure).parent)
+    n = workers or pool_workers(params.train.workers, params.train.threads, len(VARIANTS))
+    learnability_study(load_raw(params_path), params_path, Path(out), Path(figure), seed, n,
+                       Path(work_dir) if work_dir else None)
+    click.echo(f"wrote {out} and {figure}")
+
+
+@cli.command()
+@click.option("--exp-json", type=click.Path(dir_okay=False), default=None,
+              help="Saved `dvc exp show --json` output (default: run it now in this repository).")
+@click.option("--out", default="docs/dose_response.md", show_default=True, help="Markdown table to write.")
+@click.option("--figure", default="docs/figures/dose_response.png", show_default=True, help="PNG figure to write.")
+def sweep(exp_json, out, figure):
+    """Collect a loss.beta sweep into a dose-response table and figure; beta is chosen on dev only.
+
+    Queue and run the sweep first:  uv run dvc exp run --queue -S loss.beta=0,0.03,0.1,0.3,1
+    then  uv run dvc queue start  (and wait for `dvc queue status` to show Success).
+    """
+    import json
+    import subprocess
+
+    from mcl.analysis.sweep import collect_sweep, render_dose_response
+    from mcl.training.trainer import check_writable
+
+    check_writable(Path(out).parent, Path(figure).parent)
+    if exp_json:
+        text = Path(exp_json).read_text()
+    else:
+        proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        text = proc.stdout
+    try:
+        rows = collect_sweep(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{exp_json or 'dvc exp show --json'}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not rows:
+        raise UserError("no experiments with loss.beta and metrics/hypotheses.json found (queue and run the sweep first)")
+    result = render_dose_response(rows, Path(out), Path(figure))
+    click.echo(f"wrote {out} and {figure}: {len(rows)} experiments, dev selects loss.beta = {result['selected_beta']}")
 
 
 def main():

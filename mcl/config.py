@@ -42,6 +42,9 @@ class DataConfig:
     n_val: int = spec(ge=1)
     n_test: int = spec(ge=1)
     n_fewshot: int = spec(ge=1)
+    n_dev: int = spec(ge=1)                  # length-3 dev split, label sets disjoint from test and fewshot
+    novel2_fraction: float = spec(ge=0.0, lt=1.0)  # length-2 label sets held out of train as novel2
+    n_novel2: int = spec(ge=1)
     probe_programs: int = spec(ge=2)
     probe_episodes: int = spec(ge=1)
     source: str = spec(choices=("frozen", "online"))
@@ -50,7 +53,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: str = spec(choices=("transformer", "gru"))
+    encoder: str = spec(choices=("transformer", "gru", "oracle"))
     d_model: int = spec(ge=4)
     n_layers: int = spec(ge=1)
     n_heads: int = spec(ge=1)
@@ -86,6 +89,7 @@ class ShareConfig:
     ema: float = spec(ge=0.0, lt=1.0)
     repel: float = spec(ge=0.0)
     eps: float = spec(gt=0.0, lt=1.0)
+    objective: str = spec(choices=("match", "attract"))
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class SaeLossConfig:
     target_active: float = spec(gt=0.0, lt=1.0)
     controller_rate: float = spec(ge=0.0, lt=1.0)
     dead_window: int = spec(ge=1)
+    detach: bool = spec()
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seeds: list[int] = spec(ge=0)
+    oracle_seeds: list[int] = spec(ge=0)
     device: str = spec(choices=("auto", "cpu", "cuda"))
     steps: int = spec(ge=1)
     groups: int = spec(ge=1)
@@ -124,6 +130,9 @@ class TrainConfig:
     checkpoint_every: int = spec(ge=1)
     val_episodes: int = spec(ge=1)
     nonfinite: str = spec(choices=("stop", "skip"))
+    sampler: str = spec(choices=("grouped", "random"))
+    threads: int = spec(ge=1)
+    workers: int = spec(ge=0)
 
     @property
     def batch_size(self) -> int:
@@ -145,6 +154,7 @@ class FinetuneConfig:
     eval_every: int = spec(ge=1)
     lr: float = spec(gt=0.0)
     threshold: float = spec(gt=0.0, le=1.0)
+    gap_fraction: float = spec(gt=0.0, lt=1.0)
     rank: int = spec(ge=1)
     lora_alpha: float = spec(gt=0.0)
     adapter_dim: int = spec(ge=1)
@@ -274,6 +284,8 @@ def _check_consistency(p: Params, source: str) -> None:
         fail(f"model.d_model must be divisible by model.n_heads ({p.model.n_heads}), got {p.model.d_model}")
     if p.model.sae_topk > p.model.sae_dim:
         fail(f"model.sae_topk must be <= model.sae_dim ({p.model.sae_dim}), got {p.model.sae_topk}")
+    if p.loss.sae.detach and p.model.decode_from == "h_hat":
+        fail("loss.sae.detach must be false when model.decode_from is h_hat (the executor's gradient would not reach the encoder)")
     if p.loss.share.k >= p.train.group_size:
         fail(f"loss.share.k must be < train.group_size ({p.train.group_size}) so each group spans k directions, got {p.loss.share.k}")
     if p.loss.share.k > p.model.h_dim:
@@ -282,8 +294,10 @@ def _check_consistency(p: Params, source: str) -> None:
         s = getattr(p.loss.schedule, name)
         if s.kind != "constant" and s.end <= s.start:
             fail(f"loss.schedule.{name}.end must be > start ({s.start}) for kind {s.kind}, got {s.end}")
-    if len(set(p.train.seeds)) != len(p.train.seeds):
-        fail(f"train.seeds must not repeat a seed, got {p.train.seeds}")
+    for key in ("seeds", "oracle_seeds"):
+        seeds = getattr(p.train, key)
+        if len(set(seeds)) != len(seeds):
+            fail(f"train.{key} must not repeat a seed, got {seeds}")
     if p.finetune.eval_every > p.finetune.steps:
         fail(f"finetune.eval_every must be <= finetune.steps ({p.finetune.steps}), got {p.finetune.eval_every}")
 
@@ -311,16 +325,19 @@ def parse_params(raw: Any, source: str = "params.yaml", overrides: Mapping[str, 
     return params
 
 
-def load_params(path: str | os.PathLike = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
-    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to replacement values."""
+def load_raw(path: str | os.PathLike = "params.yaml") -> Any:
+    """``params.yaml`` as read from YAML (duplicate keys refused), not yet validated."""
     path = Path(path)
-    source = path.name
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    raw = _read_yaml(text, source)
-    return parse_params(raw, source, overrides)
+    return _read_yaml(text, path.name)
+
+
+def load_params(path: str | os.PathLike = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to replacement values."""
+    return parse_params(load_raw(path), Path(path).name, overrides)
 
 
 def _yaml_error(e: yaml.YAMLError) -> str:
@@ -382,7 +399,10 @@ def to_dict(obj) -> dict:
 
 # The two arms of every comparison and the name of one training run (its folder under models/).
 ARMS = ("share", "baseline")
+# Control runs trained beside the arms: the oracle-task executor (the true program as its task vector).
+CONTROLS = ("oracle",)
 
 
 def run_name(arm: str, seed: int) -> str:
-    return f"{arm}-seed{seed}"
+    """A run's relative path under models/, metrics/train/, metrics/eval/ ...: ``<arm>/seed<k>``."""
+    return f"{arm}/seed{seed}"

@@ -14,6 +14,8 @@ SMALL_OVERRIDES = {
     "data.n_val": 64,
     "data.n_test": 64,
     "data.n_fewshot": 64,
+    "data.n_dev": 64,
+    "data.n_novel2": 64,
     "data.probe_programs": 6,
     "data.probe_episodes": 4,
 }
@@ -89,6 +91,8 @@ TINY_OVERRIDES = {
     "data.n_val": 32,
     "data.n_test": 32,
     "data.n_fewshot": 300,       # ~32 length-3 label sets x ~9 episodes: room for shots + queries
+    "data.n_dev": 128,           # ~13 dev label sets x ~10 episodes: room for shots + queries too
+    "data.n_novel2": 32,
     "data.probe_programs": 4,
     "data.probe_episodes": 2,
     "model.d_model": 16,
@@ -216,9 +220,9 @@ def tiny_trained_run(tiny_params, tmp_path_factory) -> Path:
     from mcl.training.trainer import train
 
     root = tmp_path_factory.mktemp("tiny_run")
-    train(tiny_params, "share", 0, root / "models" / "share-seed0", root / "metrics" / "share-seed0",
+    train(tiny_params, "share", 0, root / "models" / "share/seed0", root / "metrics" / "share/seed0",
           progress=False, tensorboard=False)
-    return root / "models" / "share-seed0"
+    return root / "models" / "share/seed0"
 
 
 def pytest_addoption(parser):

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from mcl.analysis import cka
 from mcl.analysis.cka import cka_matrix, gram_linear_cka, linear_cka, pick_estimator
 
 
@@ -102,6 +103,38 @@ def test_degenerate_inputs():
         linear_cka(X, X[:5])
     # 1-D input is one feature
     assert linear_cka(X[:, 0], X[:, :1]) == pytest.approx(1.0)
+
+
+def _debiased_self_hsic(X: np.ndarray) -> float:
+    Xc = X - X.mean(axis=0)
+    stats = cka._u_stats(Xc)
+    return cka._hsic_u_feature(float(np.sum((Xc.T @ Xc) ** 2)), *stats, *stats, X.shape[0])
+
+
+def _negative_self_hsic(rng: np.random.Generator, width: int) -> np.ndarray:
+    """A representation whose debiased self-HSIC estimate comes out negative.
+
+    One sample differs from n - 1 identical ones: the unbiased HSIC(K, K) is then exactly 0 and
+    its floating-point value is +-rounding; draw until it is negative.
+    """
+    for _ in range(200):
+        X = np.zeros((6, width))
+        X[0] = 3.0 * rng.standard_normal(width)
+        if _debiased_self_hsic(X) < 0.0:
+            return X
+    raise AssertionError("no representation with a negative self-HSIC estimate found")
+
+
+def test_debiased_two_negative_self_hsic_is_nan():
+    assert np.isnan(cka._ratio(0.5, -1.0, -2.0))  # positive product, undefined CKA
+    assert np.isnan(cka._ratio(0.5, -1.0, 2.0)) and np.isnan(cka._ratio(0.5, 0.0, 2.0))
+    assert cka._ratio(0.5, 1.0, 4.0) == pytest.approx(0.25)
+    rng = np.random.default_rng(14)
+    X, Y = _negative_self_hsic(rng, 3), _negative_self_hsic(rng, 2)
+    assert _debiased_self_hsic(X) < 0.0 and _debiased_self_hsic(Y) < 0.0
+    assert np.isnan(linear_cka(X, Y, debiased=True))
+    M = cka_matrix([X, Y], debiased=True)
+    assert np.all(np.isnan(M))  # the diagonal too: it would be -1 from a negative self term squared
 
 
 def test_pick_estimator_rule():

@@ -87,14 +87,27 @@ def test_generate_writes_store(workdir, store_path, small_dataset):
 
 def test_generate_out_hdf5(tmp_path, small_overrides):
     write_params(tmp_path / "p.yaml", {**small_overrides, "data.n_train": 50, "data.n_val": 8, "data.n_test": 8,
-                                       "data.n_fewshot": 8})
+                                       "data.n_fewshot": 8, "data.n_dev": 6, "data.n_novel2": 5})
     proc = run(["generate", "--params", "p.yaml", "--out", "out/eps.h5"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     store = open_store(tmp_path / "out" / "eps.h5")
     assert store.format == "hdf5"
-    assert store.attrs["splits"] == dict(train=50, val=8, test=8, fewshot=8, probe=24)
+    assert store.attrs["splits"] == dict(train=50, val=8, dev=6, test=8, fewshot=8, novel2=5, probe=24)
     store.load("train")
+    store.load("novel2")
     assert not (tmp_path / "data").exists()  # --out wins over data.store
+
+
+def test_generate_without_novel2(tmp_path, small_overrides):
+    """data.novel2_fraction 0: nothing held out, no novel2 split in the store."""
+    write_params(tmp_path / "params.yaml", {**small_overrides, "data.n_train": 50, "data.n_val": 8, "data.n_test": 8,
+                                            "data.n_fewshot": 8, "data.n_dev": 8, "data.novel2_fraction": 0.0})
+    proc = run(["generate", "--params", "params.yaml"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "novel2" not in proc.stdout
+    store = open_store(tmp_path / "data" / "episodes.zarr")
+    assert store.splits == [s for s in SPLITS if s != "novel2"]
+    assert store.attrs["label_sets"]["novel2"] == []
 
 
 def test_data_info(workdir, store_path):
@@ -109,6 +122,12 @@ def test_data_info(workdir, store_path):
     assert "schema_version 1" in out
     assert "rotate, flip, recolor, swap, translate, gravity, border, fill_bg" in out
     assert "train: label-set histogram" in out
+    pools = attrs["label_sets"]
+    assert (f"label sets drawn from: train {len(pools['train'])}, novel2 {len(pools['novel2'])}, "
+            f"dev {len(pools['dev'])}, test {len(pools['test'])}") in out
+    names = attrs["primitives"]
+    held = ", ".join("+".join(p for i, p in enumerate(names) if m >> i & 1) for m in pools["novel2"])
+    assert f"  novel2: {held}\n" in out
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +270,15 @@ def test_data_card(card, store_path):
     for name in SPLITS:
         assert f"| `{name}` | {attrs['splits'][name]} |" in text
         assert attrs["checksums"][name][:16] in text
+    pools, data = attrs["label_sets"], attrs["data"]
+    for name, sets in pools.items():
+        assert f"| `{name}` | {len(sets)} |" in text  # the label-set pools
+    pairs = len(pools["novel2"]) + sum(bin(m).count("1") == 2 for m in pools["train"])
+    assert (f"round({data['novel2_fraction']} x {pairs}) = {len(pools['novel2'])}") in text
+    assert f"fixed seed {attrs['holdout']['seed']}" in text
+    assert f"`data.demos` = {data['demos']}:" in text
+    assert f"{data['min_shapes']}-{data['max_shapes']} shapes of side <= {data['max_shape_size']}" in text
+    assert f"`train` {data['n_train']} (~" in text and f"`novel2` {data['n_novel2']} (~" in text
     pngs = sorted((card.parent / "figures").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(f"primitive_{n}" for n in attrs["primitives"])
     for png in pngs:
@@ -289,7 +317,27 @@ def test_snippet_runs(workdir, store_path, tmp_path, small_cfg):
 def test_card_snippet_runs(card, workdir, tmp_path, small_cfg):
     blocks = re.findall(r"```python\n(.*?)```", card.read_text(), re.S)
     assert len(blocks) == 1
-    assert "zarr.open_group" in blocks[0]
+    assert "zarr.open_group" in blocks[0] and "h5py.File" in blocks[0]
     root, _ = workdir
     proc = _run_script(blocks[0], root, tmp_path)
     _check_snippet_output(proc, small_cfg.n_test, small_cfg.demos + 1)
+
+
+@pytest.mark.parametrize("style", ["named", "json-only"])
+def test_snippet_reads_hdf5(small_dataset, small_cfg, tmp_path, style):
+    """The snippet's HDF5 branch, on a store with named attributes and on an older one with only `mcl`."""
+    import h5py
+
+    from mcl.data.card import SNIPPET
+    from mcl.data.store import store_attrs, write_store
+
+    splits, label_sets = small_dataset
+    root = tmp_path / "project"
+    write_store(root / "data" / "episodes.h5", splits, store_attrs(splits, small_cfg, label_sets))
+    if style == "json-only":
+        with h5py.File(root / "data" / "episodes.h5", "r+") as f:
+            for name in [n for n in f.attrs if n != "mcl"]:
+                del f.attrs[name]
+    proc = _run_script(SNIPPET + "print(sorted(label_sets))\n", root, tmp_path)
+    _check_snippet_output(proc, small_cfg.n_test, small_cfg.demos + 1)
+    assert proc.stdout.splitlines()[-1] == str(sorted(label_sets))

@@ -55,7 +55,7 @@ def test_parse_params_does_not_mutate(raw):
     ("data.demos", 3.0, "data.demos must be an integer"),
     ("data.demos", True, "data.demos must be an integer"),      # bool is not an int
     ("data.n_train", False, "data.n_train must be an integer"),
-    ("model.encoder", "lstm", "model.encoder must be one of transformer, gru, got 'lstm'"),
+    ("model.encoder", "lstm", "model.encoder must be one of transformer, gru, oracle, got 'lstm'"),
     ("model.patch", 3, "model.patch must be one of 1, 2, 4, 8, got 3"),
     ("loss.beta", -0.1, "loss.beta must be a number >= 0.0, got -0.1"),
     ("loss.beta", True, "loss.beta must be a number"),

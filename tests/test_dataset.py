@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcl.data.dataset import DeviceSplit, EpisodeDataset, GroupedBatchSampler, OnlineSource, label_set_ids
-from mcl.data.generator import Episodes, feasible_label_sets, signature_table, split_checksum
+from mcl.data.generator import Episodes, feasible_label_sets, label_set_partition, signature_table, split_checksum
 from mcl.data.primitives import run_programs
 
 
@@ -102,13 +102,13 @@ def test_device_split_batch(train):
     np.testing.assert_array_equal(split.label_sets, label_set_ids(train.labels))
     index = [3, 0, 399, 3]
     batch = split.batch(index)
-    assert set(batch) == {"inputs", "outputs", "labels"}
+    assert set(batch) == {"inputs", "outputs", "labels", "program", "args"}
     s = train.inputs.shape[1]
     assert batch["inputs"].shape == (4, s, 8, 8) and batch["outputs"].shape == (4, s, 8, 8)
     assert batch["labels"].shape == (4, train.labels.shape[1])
-    for t in batch.values():
-        assert t.dtype == torch.uint8 and t.device.type == "cpu"
-    for f in ("inputs", "outputs", "labels"):
+    for f, t in batch.items():
+        assert t.dtype == (torch.int16 if f in ("program", "args") else torch.uint8) and t.device.type == "cpu"
+    for f in ("inputs", "outputs", "labels", "program", "args"):
         np.testing.assert_array_equal(batch[f].numpy(), getattr(train, f)[index])
     # a sampler batch indexes straight into the split
     ids = label_set_ids(train.labels)
@@ -164,7 +164,7 @@ def test_online_buffer_valid(online, small_cfg, small_dataset):
     expected = [sum(1 << int(p) for p in prog if p >= 0) for prog in eps.program]
     np.testing.assert_array_equal(ids, expected)
     assert set(ids.tolist()) <= set(small_dataset[1]["train"])
-    np.testing.assert_array_equal(online.label_sets, feasible_label_sets((1, 2), small_cfg, signature_table()))
+    np.testing.assert_array_equal(online.label_sets, label_set_partition(small_cfg, signature_table())["train"])
     # outputs are the programs applied to the inputs, never a no-op, and identifiable
     n, s = eps.inputs.shape[:2]
     replay = run_programs(eps.inputs.reshape(n * s, 8, 8), np.repeat(eps.program, s, axis=0),

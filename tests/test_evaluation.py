@@ -12,7 +12,7 @@ from mcl.data.generator import Episodes
 from mcl.data.primitives import NAMES
 from mcl.data.store import open_store
 from mcl.evaluation.metrics import METRICS, copy_prediction, majority_prediction, per_episode, summarise
-from mcl.evaluation.summary import mean_step_time_ms, summarize_runs
+from mcl.evaluation.summary import summarize_runs
 from mcl.evaluation.zero_shot import breakdown, evaluate_model, reference_rows
 from mcl.training.trainer import build_model, load_trained
 
@@ -208,42 +208,40 @@ def test_evaluate_model_sections(tiny_store, tiny_params, tiny_trained_run, trai
 # summary.json
 
 
-def _write_run(root, arm, seed, val_iou, ft_none, step_times):
-    name = f"{arm}-seed{seed}"
+def _write_run(root, arm, seed, val_iou, gain=None):
+    name = f"{arm}/seed{seed}"
     sec = lambda v: {"exact_match": v / 2, "cell_accuracy": v, "iou": v}  # noqa: E731
-    (root / "eval").mkdir(exist_ok=True)
+    (root / "eval" / arm).mkdir(parents=True, exist_ok=True)
     (root / "eval" / f"{name}.json").write_text(json.dumps({
-        "val": sec(val_iou), "test": sec(val_iou / 4),
-        "reference": {"val": {"copy": sec(0.1)}, "test": {"copy": sec(0.2)}}}))
-    (root / "finetune").mkdir(exist_ok=True)
-    (root / "finetune" / f"{name}.json").write_text(json.dumps({
-        how: {"final_iou": ft_none + i, "steps_to_threshold": 5.0 + i} for i, how in enumerate(("none", "lora", "full"))}))
-    (root / "train" / name).mkdir(parents=True, exist_ok=True)
-    lines = ["step,step_time_ms,val/iou"] + [f"{i + 1},{t},0.5" if t is not None else f"{i + 1},,0.5"
-                                             for i, t in enumerate(step_times)]
-    (root / "train" / name / "metrics.csv").write_text("\n".join(lines) + "\n")
+        "val": sec(val_iou), "test": sec(val_iou / 4), "novel2": sec(val_iou / 2),
+        "reference": {split: {"copy": sec(0.1), "majority": sec(0.02)} for split in ("val", "test", "novel2")}}))
+    if gain is not None:
+        (root / "finetune" / arm).mkdir(parents=True, exist_ok=True)
+        (root / "finetune" / f"{name}.json").write_text(json.dumps({
+            how: {"final_iou": 0.3, "gain_iou": g} for how, g in (("none", 0.0), ("lora", gain), ("full", 2 * gain))}))
 
 
 def test_summarize_runs_means_over_seeds(tmp_path):
-    _write_run(tmp_path, "share", 0, 0.4, 0.1, [10.0, None, 20.0])
-    _write_run(tmp_path, "share", 1, 0.6, 0.3, [30.0])
-    _write_run(tmp_path, "baseline", 0, 0.2, 0.5, [1.0])
-    _write_run(tmp_path, "baseline", 1, 0.2, 0.5, [3.0])
-    assert mean_step_time_ms(tmp_path / "train" / "share-seed0" / "metrics.csv") == pytest.approx(15.0)
-    out = summarize_runs([0, 1], tmp_path / "eval", tmp_path / "finetune", tmp_path / "train", "lora")
-    assert set(out) == {"share", "baseline"}
+    _write_run(tmp_path, "share", 0, 0.4, 0.1)
+    _write_run(tmp_path, "share", 1, 0.6, 0.3)
+    _write_run(tmp_path, "baseline", 0, 0.2, 0.5)
+    _write_run(tmp_path, "baseline", 1, 0.2, 0.5)
+    _write_run(tmp_path, "oracle", 0, 0.8)
+    out = summarize_runs([0, 1], [0], tmp_path / "eval", tmp_path / "finetune", "lora")
+    assert set(out) == {"share", "baseline", "oracle", "copy", "majority", "seeds"}
+    assert out["seeds"] == 2
     share = out["share"]
-    assert share["seeds"] == 2
-    assert share["val_iou"] == pytest.approx(0.5)
+    assert set(share) == {"val_exact_match", "test_exact_match", "novel2_exact_match", "test_iou",
+                          "fewshot_lora_gain_iou"}  # headline numbers only: dvc exp show stays readable
     assert share["val_exact_match"] == pytest.approx(0.25)
     assert share["test_iou"] == pytest.approx(0.125)
-    assert share["test_copy_exact_match"] == pytest.approx(0.1)
-    assert share["fewshot_none_final_iou"] == pytest.approx(0.2)
-    assert share["fewshot_lora_final_iou"] == pytest.approx(1.2)
-    assert share["fewshot_full_steps_to_threshold"] == pytest.approx(7.0)
-    assert share["train_step_time_ms"] == pytest.approx((15.0 + 30.0) / 2)
-    assert out["baseline"]["train_step_time_ms"] == pytest.approx(2.0)
+    assert share["novel2_exact_match"] == pytest.approx(0.125)
+    assert share["fewshot_lora_gain_iou"] == pytest.approx(0.2)
+    assert out["baseline"]["fewshot_lora_gain_iou"] == pytest.approx(0.5)
+    assert out["oracle"] == {"val_exact_match": 0.4, "test_exact_match": 0.1, "novel2_exact_match": 0.2, "test_iou": 0.2}
+    assert out["copy"] == {"val_exact_match": 0.05, "test_exact_match": 0.05, "novel2_exact_match": 0.05}
+    assert out["majority"]["test_exact_match"] == pytest.approx(0.01)
     json.dumps(out)
 
     with pytest.raises(FileNotFoundError, match="seed2.json"):
-        summarize_runs([0, 2], tmp_path / "eval", tmp_path / "finetune", tmp_path / "train", "lora")
+        summarize_runs([0, 2], [0], tmp_path / "eval", tmp_path / "finetune", "lora")

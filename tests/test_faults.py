@@ -35,7 +35,7 @@ TRAIN_OVERRIDES = {"train.steps": STEPS, "train.checkpoint_every": 4, "train.eva
                    "train.warmup_steps": 2, "model.dropout": 0.1}  # dropout: the torch RNG state must resume too
 TRAIN_ARGS = ["train", "--arm", "share", "--seed", "0", "--models-dir", "models", "--metrics-dir", "metrics",
               "--no-tensorboard"]
-RUN, METRICS = Path("models") / "share-seed0", Path("metrics") / "share-seed0"
+RUN, METRICS = Path("models") / "share/seed0", Path("metrics") / "share/seed0"
 
 DRIVER = r'''
 import inspect, io, json, os, signal, sys

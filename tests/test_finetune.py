@@ -14,7 +14,19 @@ from mcl.data.dataset import DeviceSplit, label_set_ids
 from mcl.data.store import open_store
 from mcl.models.adapters import Adapter, LoRALinear, inserted_parameters
 from mcl.training import finetune as ft
-from mcl.training.finetune import adapt, fewshot_tasks, finetune_model, mean_curve
+from mcl.training.finetune import (
+    adapt,
+    curve_statistics,
+    fewshot_tasks,
+    finetune_model,
+    gains,
+    mean_curve,
+    relative_target,
+    restricted_mean_time,
+    rmst_to_target,
+    summarise_method,
+    time_to_reach,
+)
 from mcl.training.trainer import load_trained
 
 
@@ -172,6 +184,10 @@ def test_threshold_censoring(model, split, task, tiny_params, how):
     at_once = adapt(model, split, support, query, how, with_finetune(tiny_params, threshold=1e-6), seed=0)
     assert at_once["curve"][0]["iou"] >= 1e-6
     assert at_once["steps_to_threshold"] == 0 and at_once["reached"] is True
+    # the relative target never counts step 0, whatever the absolute threshold
+    assert at_once["steps_to_target"] > 0
+    gap = tiny_params.finetune.gap_fraction
+    assert at_once["target"] == pytest.approx(relative_target(at_once["curve"][0]["iou"], gap))
 
 
 def test_threshold_is_first_scored_step_at_or_above(model, split, task, tiny_params):
@@ -214,6 +230,22 @@ def test_finetune_model_and_mean_curve(model, fewshot, tiny_params):
         assert s["final_iou"] == pytest.approx(np.mean([r[how]["final_iou"] for r in result["tasks"].values()]))
         assert s["steps_to_threshold"] == pytest.approx(
             np.mean([r[how]["steps_to_threshold"] for r in result["tasks"].values()]))
+        for key in ("gain_iou", "gain_exact_match", "target", "steps_to_target", "reached_target"):
+            assert s[key] == pytest.approx(np.mean([r[how][key] for r in result["tasks"].values()])), key
+        assert s["rmst_limit"] == 5
+        assert s["rmst_to_target"] == pytest.approx(restricted_mean_time(
+            [r[how]["steps_to_target"] for r in result["tasks"].values()],
+            [r[how]["reached_target"] for r in result["tasks"].values()], 5))
+    for runs in result["tasks"].values():
+        none = runs["none"]
+        assert none["gain_iou"] == 0.0 and none["gain_exact_match"] == 0.0
+        assert none["steps_to_target"] == 5 and none["reached_target"] is False  # never trains: censored
+        for how in ("lora", "full"):
+            assert runs[how]["gain_iou"] == pytest.approx(runs[how]["final_iou"] - none["final_iou"])
+            assert runs[how]["gain_exact_match"] == pytest.approx(
+                runs[how]["final_exact_match"] - none["final_exact_match"])
+            assert runs[how]["target"] == pytest.approx(none["target"])  # same starting model, same target
+            assert runs[how]["steps_to_target"] in (2, 4, 5)
 
     rows = mean_curve(result)
     assert [r["step"] for r in rows] == [0, 2, 4]
@@ -239,3 +271,117 @@ def test_finetune_model_adapter_column(model, fewshot, tiny_params):
     rows = mean_curve(result)
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all("iou_adapted" in r for r in rows)
+
+
+# ---------------------------------------------------------------------------
+# statistics of constructed curves (hand-worked values)
+
+
+def curve(*rows):
+    return [{"step": s, "iou": i, "exact_match": e} for s, i, e in rows]
+
+
+# already above the absolute threshold (0.35) at step 0; the relative target 0.5 + 0.25 * 0.5 = 0.625
+# is first reached at step 20 (0.625 exactly: >= counts)
+ABOVE_AT_START = curve((0, 0.5, 0.25), (10, 0.55, 0.25), (20, 0.625, 0.5), (30, 0.7, 0.5))
+# below both at step 0; crosses the threshold at step 20 but never the target 0.2 + 0.25 * 0.8 = 0.4
+CENSORED = curve((0, 0.2, 0.0), (10, 0.3, 0.0), (20, 0.39, 0.125), (30, 0.38, 0.125))
+
+
+def test_relative_target_hand_values():
+    assert relative_target(0.5, 0.25) == 0.625
+    assert relative_target(0.2, 0.25) == pytest.approx(0.4)
+    assert relative_target(0.0, 0.5) == 0.5
+    assert relative_target(1.0, 0.25) == 1.0
+    with pytest.raises(ValueError):
+        relative_target(1.2, 0.25)
+    with pytest.raises(ValueError):
+        relative_target(0.5, 1.0)
+
+
+def test_curve_statistics_above_threshold_at_step0_reaches_target_at_k():
+    r = curve_statistics(ABOVE_AT_START, threshold=0.35, gap_fraction=0.25, censor_at=31)
+    assert r == {"final_iou": 0.7, "final_exact_match": 0.5,
+                 "steps_to_threshold": 0, "reached": True,  # absolute: restates the zero-shot score
+                 "target": 0.625, "steps_to_target": 20, "reached_target": True}
+
+
+def test_curve_statistics_censored():
+    r = curve_statistics(CENSORED, threshold=0.35, gap_fraction=0.25, censor_at=31)
+    assert r["steps_to_threshold"] == 20 and r["reached"] is True
+    assert r["target"] == pytest.approx(0.4)
+    assert r["steps_to_target"] == 31 and r["reached_target"] is False
+    # no adaptation: a single step-0 row is always censored, even at a perfect score
+    none = curve_statistics(curve((0, 1.0, 1.0)), threshold=0.35, gap_fraction=0.25, censor_at=31)
+    assert none["steps_to_threshold"] == 0 and none["steps_to_target"] == 31 and none["reached_target"] is False
+
+
+def test_step0_never_reaches_the_target():
+    perfect = curve((0, 1.0, 1.0), (10, 1.0, 1.0))  # target 1.0 already met at step 0
+    r = curve_statistics(perfect, threshold=0.35, gap_fraction=0.25, censor_at=11)
+    assert r["target"] == 1.0 and r["steps_to_target"] == 10 and r["reached_target"] is True
+    assert time_to_reach([0, 5], [0.9, 0.1], 0.5, 6) == (6, False)
+    assert time_to_reach([0, 5], [0.9, 0.1], 0.5, 6, count_step0=True) == (0, True)
+    with pytest.raises(ValueError):
+        time_to_reach([0, 5, 5], [0.1, 0.2, 0.3], 0.5, 6)
+    with pytest.raises(ValueError):
+        curve_statistics(curve((10, 0.5, 0.0)), 0.35, 0.25, 11)
+
+
+def test_gains_over_no_adaptation():
+    runs = {"none": {"final_iou": 0.5, "final_exact_match": 0.25},
+            "lora": {"final_iou": 0.7, "final_exact_match": 0.5},
+            "full": {"final_iou": 0.4, "final_exact_match": 0.25}}
+    g = gains(runs)
+    assert g["none"] == {"gain_iou": 0.0, "gain_exact_match": 0.0}
+    assert g["lora"]["gain_iou"] == pytest.approx(0.2) and g["lora"]["gain_exact_match"] == pytest.approx(0.25)
+    assert g["full"]["gain_iou"] == pytest.approx(-0.1) and g["full"]["gain_exact_match"] == 0.0
+
+
+def test_summarise_method_on_constructed_runs():
+    a = {**curve_statistics(ABOVE_AT_START, 0.35, 0.25, 31), "wall_time_s": 1.0,
+         "gain_iou": 0.2, "gain_exact_match": 0.25}
+    b = {**curve_statistics(CENSORED, 0.35, 0.25, 31), "wall_time_s": 3.0,
+         "gain_iou": 0.0, "gain_exact_match": -0.5}
+    s = summarise_method([a, b], 31)
+    assert s["steps_to_target"] == pytest.approx((20 + 31) / 2)
+    assert s["reached_target"] == 0.5 and s["reached"] == 1.0 and s["steps_to_threshold"] == 10.0
+    assert s["target"] == pytest.approx((0.625 + 0.4) / 2)
+    assert s["gain_iou"] == pytest.approx(0.1) and s["gain_exact_match"] == pytest.approx(-0.125)
+    assert s["wall_time_s"] == 2.0 and s["tasks"] == 2 and s["rmst_limit"] == 31.0
+    # KM: S = 1 on [0, 20), 1/2 on [20, 31): 20 + 11 / 2
+    assert s["rmst_to_target"] == pytest.approx(25.5)
+    assert rmst_to_target([a, b], 31) == s["rmst_to_target"]
+
+
+# ---------------------------------------------------------------------------
+# restricted mean time (Kaplan-Meier)
+
+
+def test_rmst_hand_worked_kaplan_meier_with_censoring():
+    # times 2 3 3+ 5 6+ 8+ (+ censored). At risk / events: t=2: 6/1 -> S=5/6; t=3: 5/1 (the tied
+    # censoring is still at risk) -> S=2/3; t=5: 3/1 -> S=4/9. Up to 7:
+    # 2*1 + 1*5/6 + 2*2/3 + 2*4/9 = 91/18
+    times = [3, 2, 3, 5, 6, 8]
+    events = [False, True, True, True, False, False]
+    assert restricted_mean_time(times, events, 7) == pytest.approx(91 / 18)
+    # up to 10: the tail from 5 on is 4/9 (later times are censorings)
+    assert restricted_mean_time(times, events, 10) == pytest.approx(2 + 5 / 6 + 4 / 3 + 5 * 4 / 9)
+    # up to 4: events after the limit do not count
+    assert restricted_mean_time(times, events, 4) == pytest.approx(2 + 5 / 6 + 2 / 3)
+
+
+def test_rmst_special_cases():
+    assert restricted_mean_time([31, 31, 31], [False] * 3, 31) == 31.0
+    assert restricted_mean_time([10, 20, 30], [True] * 3, 31) == pytest.approx(20.0)  # no censoring: the mean
+    # all censoring at the limit: equals mean(min(t, limit))
+    assert restricted_mean_time([10, 31, 20, 31], [1, 0, 1, 0], 31) == pytest.approx((10 + 31 + 20 + 31) / 4)
+    assert np.isnan(restricted_mean_time([], [], 5))
+    with pytest.raises(ValueError):
+        restricted_mean_time([1, 2], [True], 5)
+    with pytest.raises(ValueError):
+        restricted_mean_time([1, -2], [True, True], 5)
+    with pytest.raises(ValueError):
+        restricted_mean_time([1, 2], [True, True], 0)
+    with pytest.raises(ValueError):
+        restricted_mean_time([1, 2], [2, 1], 5)

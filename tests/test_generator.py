@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from mcl.data import generator
-from mcl.data.generator import (SPLITS, all_programs, episode_inputs, feasible_label_sets, generate_dataset,
-                                generate_split, probe_grids, run_programs, signature_table, split_checksum)
+from mcl.config import ConfigError
+from mcl.data.generator import (DEV_FRACTION, SPLITS, all_programs, balanced_holdout, episode_inputs,
+                                feasible_label_sets, generate_dataset, generate_split, holdout_count,
+                                label_set_partition, primitive_counts, probe_grids, run_programs, signature_table,
+                                split_checksum)
 from mcl.data.primitives import INDEX, NUM_PRIMITIVES, PARAM_INDEX, PRIMITIVES, run_program_reference
 
 ROTATE, FLIP, RECOLOR, SWAP = INDEX["rotate"], INDEX["flip"], INDEX["recolor"], INDEX["swap"]
@@ -259,7 +262,8 @@ def test_rotate_flip_not_feasible(small_dataset, small_cfg, small_splits):
 # splits
 
 
-@pytest.mark.parametrize("split,lengths", [("train", {1, 2}), ("val", {1, 2}), ("test", {3}), ("fewshot", {3})])
+@pytest.mark.parametrize("split,lengths", [("train", {1, 2}), ("val", {1, 2}), ("dev", {3}), ("test", {3}),
+                                           ("fewshot", {3}), ("novel2", {2})])
 def test_split_program_lengths(small_splits, split, lengths):
     got = set((small_splits[split].program >= 0).sum(axis=1).tolist())
     assert got == lengths
@@ -267,8 +271,9 @@ def test_split_program_lengths(small_splits, split, lengths):
 
 def test_split_sizes(small_splits, small_cfg):
     assert {k: len(v) for k, v in small_splits.items()} == dict(
-        train=small_cfg.n_train, val=small_cfg.n_val, test=small_cfg.n_test, fewshot=small_cfg.n_fewshot,
-        probe=small_cfg.probe_programs * small_cfg.probe_episodes)
+        train=small_cfg.n_train, val=small_cfg.n_val, dev=small_cfg.n_dev, test=small_cfg.n_test,
+        fewshot=small_cfg.n_fewshot, novel2=small_cfg.n_novel2, probe=small_cfg.probe_programs * small_cfg.probe_episodes)
+    assert list(small_splits) == list(SPLITS)
     for eps in small_splits.values():
         assert eps.inputs.shape[1:] == (small_cfg.demos + 1, 8, 8)
         assert eps.outputs.shape == eps.inputs.shape
@@ -304,6 +309,14 @@ def test_val_not_in_train_and_fewshot_not_in_test(small_splits):
     assert not _episode_bytes(small_splits["fewshot"]) & _episode_bytes(small_splits["test"])
 
 
+def test_no_episode_in_two_splits(small_splits):
+    names = [n for n in SPLITS if n != "probe"]  # probe shares inputs across its programs by design
+    seen = {n: _episode_bytes(small_splits[n]) for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not seen[a] & seen[b], (a, b)
+
+
 def test_exclusion_removes_forced_overlap(monkeypatch, small_cfg):
     """With every split on one random stream, val would repeat train and fewshot would repeat test; the
     exclusion rule must still make them disjoint."""
@@ -311,7 +324,7 @@ def test_exclusion_removes_forced_overlap(monkeypatch, small_cfg):
                               probe_episodes=1)
     monkeypatch.setattr(generator, "split_rng", lambda seed, split: np.random.default_rng([seed, 77]))
     table = signature_table()
-    sets = feasible_label_sets((1, 2), cfg, table)
+    sets = label_set_partition(cfg, table)["train"]
     # sanity: without exclusion, the same stream gives the same episodes
     a = generate_split("train", 100, cfg, table, sets)
     b = generate_split("val", 100, cfg, table, sets)
@@ -321,6 +334,149 @@ def test_exclusion_removes_forced_overlap(monkeypatch, small_cfg):
     assert not _episode_bytes(splits["val"]) & _episode_bytes(splits["train"])
     assert not _episode_bytes(splits["fewshot"]) & _episode_bytes(splits["test"])
     assert len(splits["val"]) == 100 and len(splits["fewshot"]) == 40
+
+
+def test_exclusion_removes_forced_overlap_for_dev_and_novel2(monkeypatch, small_cfg):
+    """Pools rigged so novel2 draws train's label sets and dev test's, every split on one random stream:
+    without the exclusion novel2 would repeat train and dev would repeat test."""
+    cfg = dataclasses.replace(small_cfg, n_train=100, n_val=8, n_test=40, n_fewshot=8, n_dev=40, n_novel2=100,
+                              probe_programs=2, probe_episodes=1)
+    real = label_set_partition(cfg)
+    rigged = dict(train=real["train"], novel2=real["train"], dev=real["test"], test=real["test"])
+    monkeypatch.setattr(generator, "label_set_partition", lambda cfg, table=None: rigged)
+    monkeypatch.setattr(generator, "split_rng", lambda seed, split: np.random.default_rng([seed, 77]))
+    table = signature_table()
+    a = generate_split("train", 100, cfg, table, rigged["train"])
+    b = generate_split("novel2", 100, cfg, table, rigged["novel2"])
+    assert _episode_bytes(a) == _episode_bytes(b)  # sanity: the same stream repeats itself
+    splits, _ = generate_dataset(cfg)
+    assert not _episode_bytes(splits["novel2"]) & _episode_bytes(splits["train"])
+    assert not _episode_bytes(splits["dev"]) & _episode_bytes(splits["test"])
+    assert len(splits["novel2"]) == 100 and len(splits["dev"]) == 40
+
+
+# ---------------------------------------------------------------------------
+# label-set pools: novel2 and dev hold-outs
+
+
+def _pairs(sets) -> list[int]:
+    return [m for m in sets if bin(m).count("1") == 2]
+
+
+def test_pools_partition_the_feasible_label_sets(small_dataset, small_cfg):
+    _, pools = small_dataset
+    assert list(pools) == ["train", "novel2", "dev", "test"]
+    table = signature_table()
+    short = feasible_label_sets((1, 2), small_cfg, table).tolist()
+    long = feasible_label_sets((3,), small_cfg, table).tolist()
+    assert sorted(pools["train"] + pools["novel2"]) == short
+    assert sorted(pools["dev"] + pools["test"]) == long
+    for name, sets in pools.items():
+        assert sets == sorted(set(sets)), name
+        for other in pools:
+            if other != name:
+                assert not set(sets) & set(pools[other]), (name, other)
+    assert all(bin(m).count("1") == 2 for m in pools["novel2"])
+    assert len(pools["novel2"]) == holdout_count(small_cfg.novel2_fraction, len(_pairs(short))) > 0
+    assert len(pools["dev"]) == holdout_count(DEV_FRACTION, len(long)) > 0
+    assert pools["test"] and _pairs(pools["train"])  # test and train keep label sets
+
+
+def test_split_label_sets_respect_pools(small_dataset):
+    splits, pools = small_dataset
+    got = {name: set(ids_of_labels(eps.labels)) for name, eps in splits.items()}
+    assert got["train"] <= set(pools["train"]) and got["val"] <= got["train"]
+    assert got["novel2"] == set(pools["novel2"])  # 64 episodes cycle through every held-out pair
+    assert got["dev"] == set(pools["dev"])
+    assert got["test"] <= set(pools["test"]) and got["fewshot"] <= got["test"]
+    for held in ("novel2", "dev"):
+        for name in ("train", "val", "test", "fewshot"):
+            assert not got[held] & got[name], (held, name)
+    assert not got["novel2"] & got["dev"]
+    assert not got["probe"] & (got["novel2"] | got["dev"])  # probe: train and test label sets only
+
+
+def test_novel2_and_dev_balanced_over_primitives(small_dataset):
+    _, pools = small_dataset
+    for name in ("novel2", "dev"):
+        counts = primitive_counts(np.array(pools[name]))
+        assert counts.max() - counts.min() <= 1, (name, counts)
+        assert counts.min() >= 1  # every primitive is in some held-out label set
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
+def test_novel2_balanced_for_any_fraction(small_cfg, fraction):
+    pools = label_set_partition(dataclasses.replace(small_cfg, novel2_fraction=fraction))
+    pairs = len(pools["novel2"]) + len(_pairs(pools["train"]))
+    assert len(pools["novel2"]) == max(1, int(np.floor(fraction * pairs + 0.5)))
+    counts = primitive_counts(pools["novel2"])
+    assert counts.max() - counts.min() <= 1, counts
+
+
+def test_balanced_holdout_reaches_the_smallest_spread(small_cfg):
+    """Exhaustively, over every k-subset of the feasible pairs: no subset has a smaller spread of per-primitive
+    counts than the rule's choice."""
+    import itertools
+
+    pairs = np.array(_pairs(feasible_label_sets((1, 2), small_cfg, signature_table()).tolist()), np.int64)
+    member = (pairs[:, None] >> np.arange(NUM_PRIMITIVES)) & 1
+    for k in range(1, 6):
+        combos = np.array(list(itertools.combinations(range(len(pairs)), k)))
+        counts = member[combos].sum(axis=1)
+        best = (counts.max(axis=1) - counts.min(axis=1)).min()
+        chosen = primitive_counts(balanced_holdout(pairs, k))
+        assert chosen.max() - chosen.min() == best, (k, chosen)
+
+
+def test_holdout_rule_is_seed_independent(small_cfg):
+    base = label_set_partition(small_cfg)
+    for seed in (1, 12345):
+        other = label_set_partition(dataclasses.replace(small_cfg, seed=seed))
+        for name in base:
+            np.testing.assert_array_equal(other[name], base[name])
+    # a function of the candidate set only: the order it is given in does not matter
+    pairs = np.array(_pairs(base["train"].tolist() + base["novel2"].tolist()))
+    for perm in (pairs[::-1], np.random.default_rng(4).permutation(pairs)):
+        np.testing.assert_array_equal(balanced_holdout(perm, len(base["novel2"])), base["novel2"])
+    # a different fraction changes the hold-out, of course
+    assert label_set_partition(dataclasses.replace(small_cfg, novel2_fraction=0.4))["novel2"].size > base["novel2"].size
+
+
+def test_holdout_count():
+    assert holdout_count(0.0, 27) == 0
+    assert holdout_count(0.2, 27) == 5  # 5.4
+    assert holdout_count(0.25, 50) == 13  # 12.5 rounds up
+    assert holdout_count(0.01, 27) == 1  # any positive fraction holds out at least one
+    assert holdout_count(0.5, 0) == 0
+
+
+def test_novel2_fraction_zero_writes_no_novel2(small_cfg):
+    cfg = dataclasses.replace(small_cfg, novel2_fraction=0.0, n_train=60, n_val=8, n_test=8, n_fewshot=8, n_dev=8,
+                              probe_programs=2, probe_episodes=1)
+    done = []
+    splits, pools = generate_dataset(cfg, progress=done.append)
+    assert list(splits) == [s for s in SPLITS if s != "novel2"]
+    assert sorted(done) == sorted(SPLITS)  # a progress bar over SPLITS still completes
+    assert pools["novel2"] == []
+    assert pools["train"] == feasible_label_sets((1, 2), cfg, signature_table()).tolist()
+
+
+def test_novel2_fraction_holding_out_every_pair_is_an_error(small_cfg):
+    with pytest.raises(ConfigError, match=r"data.novel2_fraction 0.99 would hold out all \d+ feasible length-2"):
+        label_set_partition(dataclasses.replace(small_cfg, novel2_fraction=0.99))
+
+
+def test_online_source_never_draws_held_out_label_sets(small_cfg, small_dataset):
+    from mcl.data.dataset import OnlineSource
+
+    _, pools = small_dataset
+    online = OnlineSource(dataclasses.replace(small_cfg, online_buffer=300, source="online"))
+    assert online.label_sets.tolist() == pools["train"]
+    ids = set()
+    for r in range(2):
+        ids |= set(ids_of_labels(online.buffer(r).labels))
+    assert ids == set(pools["train"])  # 300 episodes cycle through every train label set
+    assert not ids & set(pools["novel2"] + pools["dev"] + pools["test"])
 
 
 # ---------------------------------------------------------------------------

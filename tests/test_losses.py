@@ -276,8 +276,8 @@ def test_manager_scheduled_zero_beta_computes_share_without_gradient(monkeypatch
         return real(*args, **kwargs)
 
     monkeypatch.setattr(manager_mod, "share_loss", spy)
-    mgr, _ = _manager()
-    ref, _ = _manager(**{"loss.beta": 0.0})
+    mgr, _ = _manager(**{"loss.sae.detach": False})  # so that h has a gradient to compare
+    ref, _ = _manager(**{"loss.beta": 0.0, "loss.sae.detach": False})
     b, b_ref = _batch(seed=3), _batch(seed=3)
     total, c = mgr(**b, step=0)  # linear warm-up from step 0: weight 0
     total_ref, _ = ref(**b_ref, step=0)
@@ -304,3 +304,30 @@ def test_manager_state_dict_resumes_exactly():
     assert torch.equal(mgr.bank.bases, resumed.bank.bases)
     assert mgr.controller.value == resumed.controller.value
     assert _manager()[0].bank is None  # ema = 0 in params.yaml: no bank
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_sae_leaves_the_encoder_gradient_unchanged(detach):
+    """loss.sae.detach: adding the SAE terms (gamma > 0) changes no encoder gradient; attached, it does."""
+    from mcl.data.primitives import NUM_PRIMITIVES
+    from mcl.models.model import MCLModel
+
+    grads = []
+    for gamma in (0.0, 1.0):
+        p = load_params(PARAMS, overrides={"loss.gamma": gamma, "loss.beta": 0.0, "loss.sae.detach": detach,
+                                           "model.d_model": 16, "model.n_heads": 2, "model.h_dim": 16,
+                                           "model.sae_dim": 32})
+        torch.manual_seed(0)
+        model = MCLModel(p.model, NUM_PRIMITIVES)
+        mgr = LossManager(p.loss, p.model.h_dim, p.model.sae_dim)
+        g = torch.Generator().manual_seed(1)
+        inputs = torch.randint(0, 10, (8, 4, 8, 8), generator=g)
+        outputs = torch.randint(0, 10, (8, 4, 8, 8), generator=g)
+        labels = torch.zeros(8, NUM_PRIMITIVES, dtype=torch.uint8)
+        labels[:, 0] = 1
+        out = model(inputs, outputs, detach_sae=detach)
+        total, c = mgr(out.logits, outputs[:, -1].long(), out.h, out.z, out.h_hat, out.aux_logits, labels, 2, 0)
+        assert c["sae"] > 0
+        total.backward()
+        grads.append(torch.cat([q.grad.flatten() for q in model.encoder.parameters()]))
+    assert torch.equal(grads[0], grads[1]) == detach

@@ -14,7 +14,30 @@ P = 8  # primitives
 
 
 def make_cfg(**overrides):
-    return load_params(PARAMS, overrides={f"model.{k}": v for k, v in overrides.items()}).model
+    sae = {"loss.sae.detach": False} if overrides.get("decode_from") == "h_hat" else {}  # detach needs decode_from h
+    return load_params(PARAMS, overrides={**sae, **{f"model.{k}": v for k, v in overrides.items()}}).model
+
+
+def test_oracle_encoder_reads_the_program_not_the_demonstrations():
+    """The oracle-task control: h is a function of (program, args) alone; every step token is distinct."""
+    from mcl.data.primitives import PRIMITIVES
+
+    model = make_model(encoder="oracle")
+    inputs, outputs = episodes(2, 4)
+    first = [tuple(int(v) for v in prim.param_table[0]) for prim in PRIMITIVES]   # a valid (a, b) per primitive
+    program = torch.tensor([[0, 2, -1], [1, -1, -1]], dtype=torch.int16)
+    args = torch.tensor([[first[0], first[2], (-1, -1)], [first[1], (-1, -1), (-1, -1)]], dtype=torch.int16)
+    out = model(inputs, outputs, program, args)
+    other = model(*episodes(2, 4, seed=5), program, args)
+    assert torch.equal(out.h, other.h)                       # demonstrations are not read
+    assert not torch.equal(out.h[0], out.h[1])
+    with pytest.raises(ValueError, match="true program"):
+        model(inputs, outputs)
+    # every (primitive, parameter row) gets its own token, the padding token another
+    enc = model.encoder
+    tokens = {(p, r) for p, prim in enumerate(PRIMITIVES) for r in range(len(prim.param_table))}
+    ids = {p * enc.max_params + r for p, r in tokens}
+    assert len(ids) == len(tokens) and enc.pad not in ids and max(ids) < enc.pad
 
 
 def make_model(seed=0, **overrides):

@@ -510,7 +510,7 @@ STORE_CASES = [
     StoreCase("zarr-schema", "wrong `schema_version` (2)", "zarr", make_zarr_schema,
               ("schema_version 2", "this mcl reads 1"), (INFO, "evaluate")),
     StoreCase("zarr-split-unlisted", "split `test` missing (not in the store's attributes)", "zarr",
-              make_zarr_split_unlisted, ("split 'test' missing", "has train, val, fewshot, probe"), ("evaluate",)),
+              make_zarr_split_unlisted, ("split 'test' missing", "has train, val, dev, fewshot, novel2, probe"), ("evaluate",)),
     StoreCase("zarr-group-deleted", "split `test` listed but its group deleted", "zarr", make_zarr_group_deleted,
               ("split 'test'", "group is missing"), (INFO, "evaluate")),
     StoreCase("zarr-array-deleted", "array `test/program` deleted", "zarr", make_zarr_array_deleted,
@@ -580,7 +580,7 @@ def store_runs(tmp_path_factory, tiny_store, h5_tiny_store, tiny_trained_run, wr
         case.make(folder / case.store_name, tiny_store if case.fmt == "zarr" else h5_tiny_store)
         if command == "evaluate":
             write_tiny_params(folder / "params.yaml", {"data.store": case.store_name})
-            shutil.copytree(tiny_trained_run, folder / "models" / "share-seed0")
+            shutil.copytree(tiny_trained_run, folder / "models" / "share/seed0")
         return folder
 
     return execute(tmp_path_factory.mktemp("reliability_stores"), STORE_RUNS, SUBPROCESS_STORE_RUNS, prepare,
@@ -672,7 +672,7 @@ class CheckpointCase:
     id: str
     input: str
     make: Callable[[Path, Path], None]  # make(best_pt, marker): corrupt a copy of a trained run's best.pt
-    needles: tuple[str, ...]            # besides models/share-seed0/best.pt
+    needles: tuple[str, ...]            # besides models/share/seed0/best.pt
     params: dict | None = None          # extra tiny params overrides
     absent: tuple[str, ...] = ()        # words the message must not contain
     crafted: bool = False               # the file runs code when unpickled unsafely: check the marker
@@ -705,7 +705,7 @@ CHECKPOINT_CASES = [
 ]
 CKPT_BY_ID = {c.id: c for c in CHECKPOINT_CASES}
 assert len(CKPT_BY_ID) == len(CHECKPOINT_CASES)
-CKPT_FILE = "models/share-seed0/best.pt"
+CKPT_FILE = "models/share/seed0/best.pt"
 
 
 CKPT_RUNS = [(c.id, "evaluate") for c in CHECKPOINT_CASES]
@@ -722,7 +722,7 @@ def checkpoint_runs(tmp_path_factory, tiny_trained_run, write_tiny_params, run_m
         case, cwd = CKPT_BY_ID[key[0]], folder / "work"
         cwd.mkdir(parents=True)
         write_tiny_params(cwd / "params.yaml", case.params)
-        shutil.copytree(tiny_trained_run, cwd / "models" / "share-seed0")
+        shutil.copytree(tiny_trained_run, cwd / "models" / "share/seed0")
         case.make(cwd / CKPT_FILE, folder / "pwned")
         return cwd
 

@@ -1,22 +1,18 @@
-"""`mcl report`: both documents and every figure from fixture metrics, with the fixture numbers in the text."""
+"""`mcl report`: the first page of results_summary.md, the analysis report, its figures and the
+pre-registration, from the outputs of a tiny real pipeline (tests/test_analysis_run.py builds it)."""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
+from test_analysis_run import build_tiny_pipeline, run_analyse_cli
 
-from mcl.analysis.report import FIGURES, write_report
-from mcl.analysis.run import HYPOTHESIS_KEYS, hypothesis_entry, write_json
-
-SEEDS = [0, 1]
-PRIMS = ["flip", "rotate", "recolor"]
-LAYERS = ["enc.0", "enc.1", "h", "z"]
-T, E, S_UNITS = 4, 4, 6
+from mcl.analysis.hypotheses import HYPOTHESES, by_key, render_preregistration
+from mcl.analysis.report import FIGURES, H2_UNTESTABLE, MDE_SENTENCE, write_preregistration, write_report
 
 
 @pytest.fixture(autouse=True)
@@ -24,139 +20,163 @@ def _no_git(monkeypatch):
     monkeypatch.setenv("MCL_CODE_VERSION", "fixture-version-abc")
 
 
-def _params(overrides=None):
-    from mcl.config import load_params
-
-    return load_params(Path(__file__).parents[1] / "params.yaml", {"train.seeds": SEEDS, "analysis.n_boot": 200,
-                                                                   **(overrides or {})})
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A tiny pipeline run up to and including `mcl analyse` (read-only: copy it with ``_copy``)."""
+    root = tmp_path_factory.mktemp("report")
+    params, params_path = build_tiny_pipeline(root)
+    run_analyse_cli(root, params_path)
+    return root, params, params_path
 
 
-def _fixture(root: Path, method: str = "lora") -> Path:
-    """Fake outputs of every earlier stage under ``root/metrics`` (+ one run config under ``root/models``)."""
-    from mcl.evaluation.summary import summarize_runs
-
-    m = root / "metrics"
-    rng = np.random.default_rng(0)
-    for arm in ("share", "baseline"):
-        for s in SEEDS:
-            name = f"{arm}-seed{s}"
-            test_iou = 0.4321 if arm == "share" else 0.3000 + 0.01 * s
-            sec = lambda em, iou: {"exact_match": em, "cell_accuracy": 0.9, "iou": iou, "episodes": 32}  # noqa: E731
-            ev = {"val": sec(0.5, 0.6), "test": sec(0.2 + 0.01 * s, test_iou),
-                  "reference": {sp: {"copy": sec(0.0123, 0.3), "majority": sec(0.0, 0.1)} for sp in ("val", "test")}}
-            write_json(m / "eval" / f"{name}.json", ev)
-            res = lambda f: {"final_iou": f, "final_exact_match": 0.1, "steps_to_threshold": 20.0 + s,  # noqa: E731
-                             "reached": 0.5, "wall_time_s": 1.0}
-            ft = {"none": res(0.2), method: res(0.7), "full": res(0.8), "method": method,
-                  "tasks": {t: {how: res(0.7) for how in ("none", method, "full")} for t in ("a+b+c", "b+c+d")}}
-            write_json(m / "finetune" / f"{name}.json", ft)
-            _write_csv(m / "finetune" / f"{name}.curve.csv",
-                       [{"step": st, "iou_none": 0.2, "exact_match_none": 0.0, "iou_adapted": 0.2 + 0.01 * st,
-                         "exact_match_adapted": 0.0, "iou_full": 0.2 + 0.02 * st, "exact_match_full": 0.0}
-                        for st in (0, 10, 20)])
-            _write_csv(m / "train" / name / "metrics.csv",
-                       [{"step": st, "step_time_ms": 12.5 if arm == "share" else 10.0,
-                         "val/iou": (0.1 * st / 100 if st % 100 == 0 else "")} for st in range(0, 401, 50)])
-    write_json(m / "summary.json", summarize_runs(SEEDS, m / "eval", m / "finetune", m / "train", method))
-    hyp = {}
-    for key, (group, claim, direction) in HYPOTHESIS_KEYS.items():
-        s = rng.normal(0.5, 0.01, size=(2, 20))
-        hyp[key] = {**hypothesis_entry(s + 0.1, s, direction, n_boot=200, claim=claim), "hypothesis": group}
-    hyp["H1_exact_match"]["effect"] = 0.1234
-    write_json(m / "hypotheses.json", hyp)
-    a = m / "analysis"
-    mats = {"jaccard": np.eye(T), "h3_pairs_jaccard": rng.uniform(size=T * (T - 1) // 2),
-            "layer_cka_share_vs_baseline": np.full((len(LAYERS), len(LAYERS)), 0.5)}
-    for arm in ("share", "baseline"):
-        mats[f"{arm}_task_cka"] = rng.uniform(size=(len(LAYERS), T, T))
-        mats[f"{arm}_task_subspace"] = rng.uniform(size=(T, T))
-        mats[f"{arm}_selectivity"] = rng.uniform(size=(S_UNITS, len(PRIMS)))
-        mats[f"{arm}_h3_pairs_cka"] = rng.uniform(size=T * (T - 1) // 2)
-        mats[f"{arm}_h3_pairs_subspace"] = rng.uniform(size=T * (T - 1) // 2)
-        mats[f"{arm}_top_index"] = np.array([[0, 1]])
-        mats[f"{arm}_top_inputs"] = rng.integers(0, 10, size=(1, 2, 4, 8, 8)).astype(np.uint8)
-        mats[f"{arm}_top_outputs"] = rng.integers(0, 10, size=(1, 2, 4, 8, 8)).astype(np.uint8)
-    a.mkdir(parents=True)
-    np.savez_compressed(a / "matrices.npz", **mats)
-    per_seed = {arm: {"rho_cka": [0.6543, 0.5], "rho_subspace": [0.4, 0.3], "probe_h": [0.8, 0.81],
-                      "probe_z": [0.7, 0.72], "monosemanticity": [0.9, 0.91], "step_time_ms": [12.5, 12.5],
-                      "probe_h_per_primitive": [[0.8, 0.9, None]] * 2, "probe_z_per_primitive": [[0.7, 0.6, 0.5]] * 2,
-                      "monosemanticity_per_primitive": [[0.9, 0.9, 0.9]] * 2} for arm in ("share", "baseline")}
-    write_json(a / "analysis.json", {
-        "layers": LAYERS, "arms": ["share", "baseline"], "seeds": SEEDS, "primitives": PRIMS,
-        "seed0": {"task_cka_debiased": {arm: [True] * len(LAYERS) for arm in ("share", "baseline")},
-                  "top_units": {arm: [{"unit": 3, "primitive": "flip", "auroc": 0.9876, "activations": [1.5, 1.2]}]
-                                for arm in ("share", "baseline")}},
-        "probe": {"programs": T, "episodes_per_program": E, "n_pairs": T * (T - 1) // 2, "labels": [["flip"]] * T},
-        "task_cka_estimator": "debiased", "layer_cka_estimator": "biased", "subspace_k": 2,
-        "finetune": {"method": method, "tasks": ["a+b+c", "b+c+d"], "threshold": 0.8},
-        "n_fit": 100, "n_test": 32, "dataset_checksums": {"train": "sha-fixture-1"},
-        "per_seed": per_seed, "per_seed_test_means": {}, "wall_time_s": 1.0})
-    cfg_dir = root / "models" / "share-seed0"
-    cfg_dir.mkdir(parents=True)
-    cfg_dir.joinpath("config.yaml").write_text(yaml.safe_dump({"arm": "share", "seed": 0, "loss": {"beta": 0.777},
-                                                               "train": {"steps": 800}, "model": {"h_dim": 128}}))
-    return m
+def _copy(pipeline, tmp_path: Path) -> Path:
+    src = pipeline[0]
+    dst = tmp_path / "run"
+    shutil.copytree(src / "metrics", dst / "metrics")
+    shutil.copytree(src / "models", dst / "models", ignore=shutil.ignore_patterns("*.pt", "tb"))
+    return dst
 
 
-def test_report_documents_figures_and_numbers(tmp_path):
-    params = _params()
-    m = _fixture(tmp_path)
-    docs = tmp_path / "docs"
-    paths = write_report(params, m, m / "analysis", tmp_path / "models", docs)
-    summary = (docs / "results_summary.md").read_text()
-    report = (docs / "analysis_report.md").read_text()
-    assert docs / "results_summary.md" in paths and docs / "analysis_report.md" in paths
-    for name in FIGURES:
-        f = docs / "figures" / "report" / name
-        assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert f"figures/report/{name}" in report, name
-    # numbers from the fixture files, formatted
-    assert "0.4321" in summary and "0.4321" in report          # share test IoU (eval json -> summary.json)
-    assert "+0.1234" in summary and "+0.1234" in report        # H1 effect from hypotheses.json
-    assert "0.0123" in summary                                  # copy baseline exact match
-    assert "12.5000" in summary                                 # training step time from metrics.csv
-    assert "0.6543" in report and "0.9876" in report            # per-seed rho, top unit AUROC (analysis.json)
-    for key in HYPOTHESIS_KEYS:
-        assert f"| {key} |" in summary
-    assert "supported" in summary and "refuted" in summary      # direction -1 key with a positive effect is refuted
-    assert "uv run mcl report" in summary and "uv run dvc repro" in report
-    # experiment log
-    assert "Experiment log (実験ログ)" in report
-    assert "fixture-version-abc" in report and "sha-fixture-1" in report
-    assert "0.777" in report                                     # from models/share-seed0/config.yaml
-    assert "params.yaml (no config.yaml found)" in report        # the other runs fall back to params
-    assert "**debiased** estimator" in report and "Biased CKA on the test split" in report
+def _edit(path: Path, fn) -> None:
+    obj = json.loads(path.read_text())
+    fn(obj)
+    path.write_text(json.dumps(obj))
 
 
-def test_report_missing_hypotheses_names_the_file(tmp_path):
-    m = _fixture(tmp_path)
-    (m / "hypotheses.json").unlink()
-    with pytest.raises(FileNotFoundError, match="hypotheses.json"):
-        write_report(_params(), m, m / "analysis", tmp_path / "models", tmp_path / "docs")
+def _report(pipeline, root: Path) -> tuple[str, str]:
+    params = pipeline[1]
+    docs = root / "docs"
+    write_report(params, root / "metrics", root / "metrics" / "analysis", root / "models", docs)
+    return (docs / "results_summary.md").read_text(), (docs / "analysis_report.md").read_text()
 
 
-def test_cli_report(tmp_path):
+def _cli_report(pipeline, root: Path):
     from click.testing import CliRunner
 
     from mcl.cli import cli
 
-    m = _fixture(tmp_path)
-    raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    raw["train"]["seeds"] = SEEDS
-    raw["analysis"]["n_boot"] = 200
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    res = CliRunner().invoke(cli, ["report", "--params", str(tmp_path / "params.yaml"), "--metrics-dir", str(m),
-                                   "--analysis-dir", str(m / "analysis"), "--models-dir", str(tmp_path / "models"),
-                                   "--docs-dir", str(tmp_path / "docs")])
+    res = CliRunner().invoke(cli, ["report", "--params", str(pipeline[2]), "--metrics-dir", str(root / "metrics"),
+                                   "--analysis-dir", str(root / "metrics" / "analysis"),
+                                   "--models-dir", str(root / "models"), "--docs-dir", str(root / "docs")])
     assert res.exit_code == 0, res.output
-    assert "results_summary.md" in res.output
-    assert json.loads((m / "hypotheses.json").read_text())["H1_exact_match"]["effect"] == 0.1234
+    return res
+
+
+@pytest.mark.slow
+def test_cli_report_writes_documents_figures_and_preregistration(pipeline, tmp_path):
+    root = _copy(pipeline, tmp_path)
+    res = _cli_report(pipeline, root)
+    docs = root / "docs"
+    for name in ("hypotheses.md", "results_summary.md", "analysis_report.md"):
+        assert f"wrote {docs / name}" in res.output
+    report = (docs / "analysis_report.md").read_text()
+    for name in FIGURES:
+        f = docs / "figures" / "report" / name
+        assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"figures/report/{name}" in report, name
+    # the pre-registration is the table's rendering, then the analysis constants; no results in it
+    prereg = (docs / "hypotheses.md").read_text()
+    assert prereg.startswith(render_preregistration(HYPOTHESES, alpha=pipeline[1].analysis.alpha).rstrip())
+    assert "How the analysis computes the metrics" in prereg
+    full = json.loads((root / "metrics" / "analysis" / "analysis.json").read_text())["hypotheses"]
+    assert f"{full['H4_monosemanticity']['mde']:.4f}" not in prereg
+    # experiment log: every run, configs from models/<arm>/seed<k>/config.yaml
+    assert "Experiment log (実験ログ)" in report and "fixture-version-abc" in report
+    for run in ("share/seed0", "share/seed1", "baseline/seed0", "baseline/seed1", "oracle/seed0"):
+        assert f"### {run}" in report
+    assert "model.encoder oracle" in report
+
+
+def test_preregistration_is_generated_from_the_table(tmp_path):
+    table = list(HYPOTHESES)
+    i = [h.key for h in table].index("H1_exact_match")
+    a = write_preregistration(tmp_path / "a.md", table).read_text()
+    table[i] = dataclasses.replace(table[i], delta=0.0375)
+    b = write_preregistration(tmp_path / "b.md", table).read_text()
+    assert a != b
+    assert "delta = 0.0375 exact-match rate" in b and "delta = 0.0375" not in a
+    assert f"delta = {by_key()['H1_exact_match'].delta:g} exact-match rate" in a
+    for h in HYPOTHESES:  # every metric is defined, before any result
+        assert f"### `{h.key}` ({h.role})" in a and h.metric in a
+
+
+@pytest.mark.slow
+def test_first_page_order_manipulation_controls_and_mde(pipeline, tmp_path):
+    root = _copy(pipeline, tmp_path)
+    a = root / "metrics" / "analysis" / "analysis.json"
+    h = root / "metrics" / "hypotheses.json"
+    s = root / "metrics" / "summary.json"
+    # make the numbers recognisable: they must come from the files
+    _edit(s, lambda o: o["oracle"].update(test_exact_match=0.4321))
+    _edit(s, lambda o: o["copy"].update(test_exact_match=0.0123))
+    _edit(s, lambda o: o["majority"].update(test_exact_match=0.0234))
+    _edit(h, lambda o: o["M_gap"].update(effect=0.0567, ci_low=-0.01, ci_high=0.12, verdict="inconclusive", mde=0.5))
+    _edit(h, lambda o: o["H1_exact_match"].update(effect=0.1234, mde=0.001))
+    _edit(a, lambda o: o["hypotheses"]["H1_exact_match"].update(se=0.01))
+    _edit(a, lambda o: o["summary"]["share"]["val_effective_rank"].update(mean=7.25))
+    summary, report = _report(pipeline, root)
+    lines = summary.splitlines()
+    # (1) first lines: the manipulation check failed, and what that means
+    head = "\n".join(lines[:4])
+    assert "Manipulation check failed" in head and "`M_gap` = +0.0567" in head
+    assert "do not test the hypothesis" in head
+    i_man = summary.index("## 1. Did the treatment do what it claims?")
+    i_learn = summary.index("## 2. Did the models learn the task?")
+    i_stat = summary.index("## 3. Would the statistics call noise an effect?")
+    i_table = summary.index("## 4. Hypotheses H1-H4")
+    assert i_man < i_learn < i_stat < i_table
+    man = summary[i_man:i_learn]
+    assert "`M_gap` (primary)" in man and "`M_spearman` (secondary)" in man and "7.25" in man
+    assert "effective rank of h" in man
+    # (2) the controls next to the arms
+    learn = summary[i_learn:i_stat]
+    for label in ("share (2 seeds)", "baseline (2 seeds)", "oracle-task executor", "copy the query", "majority colour"):
+        assert label in learn, label
+    assert "0.4321" in learn and "0.0123" in learn and "0.0234" in learn
+    assert "0.0234 for the best trivial control (majority)" in learn
+    assert "Dev is used only to choose hyperparameters" in learn
+    # (3) method, seeds and the MDE sentence where the MDE exceeds delta (and not where it does not)
+    stat = summary[i_stat:i_table]
+    assert "2 seeds per arm" in stat and "Holm" in stat and "TOST" in stat
+    assert f"- `M_gap`: {MDE_SENTENCE} (MDE 0.5000 > delta 0.0200)." in stat
+    assert f"- `H1_exact_match`: {MDE_SENTENCE}" not in stat
+    # (4) the table, primaries first, numbers from hypotheses.json
+    table = summary[i_table:summary.index("## Headline numbers per arm")]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| key")]
+    roles = [r.split(" | ")[1] for r in rows]
+    assert roles == sorted(roles, key=["primary", "secondary", "exploratory"].index)
+    assert {r.split(" | ")[0][2:] for r in rows} == {hh.key for hh in HYPOTHESES}
+    assert "| H1_exact_match | primary |" in summary and "+0.1234" in summary
+    assert "cost_step_time_ms" not in summary and "cost_step_time_ms" not in report
+
+
+@pytest.mark.slow
+def test_manipulation_passed_and_h2_testable(pipeline, tmp_path):
+    root = _copy(pipeline, tmp_path)
+    a = root / "metrics" / "analysis" / "analysis.json"
+    h = root / "metrics" / "hypotheses.json"
+    _edit(h, lambda o: o["M_gap"].update(effect=0.05, ci_low=0.03, ci_high=0.07, verdict="supported", p_holm=0.001))
+    _edit(a, lambda o: o["h2_precondition"].update(testable=True, effect=0.1, ci_low=0.05, ci_high=0.15))
+    summary, report = _report(pipeline, root)
+    assert "Manipulation check passed" in "\n".join(summary.splitlines()[:4])
+    assert "Manipulation check failed" not in summary
+    assert H2_UNTESTABLE not in summary and H2_UNTESTABLE not in report
+    assert "H2 is testable" in summary
+    # and when adaptation does not help the baseline, the H2 rows say so in place of a verdict
+    _edit(a, lambda o: o["h2_precondition"].update(testable=False, effect=-0.01, ci_low=-0.03, ci_high=0.01))
+    summary, report = _report(pipeline, root)
+    h2_rows = [ln for ln in summary.splitlines() if ln.startswith("| H2_")]
+    assert len(h2_rows) == 2 and all(H2_UNTESTABLE in r for r in h2_rows)
+    assert H2_UNTESTABLE in report
+
+
+@pytest.mark.slow
+def test_report_missing_inputs_name_the_file(pipeline, tmp_path):
+    root = _copy(pipeline, tmp_path)
+    (root / "metrics" / "hypotheses.json").unlink()
+    with pytest.raises(FileNotFoundError, match="hypotheses.json"):
+        _report(pipeline, root)
+    root = _copy(pipeline, tmp_path / "b")
+    (root / "models" / "share" / "seed1" / "config.yaml").unlink()
+    _, report = _report(pipeline, root)
+    assert "params.yaml (no config.yaml found)" in report

@@ -70,4 +70,4 @@ def test_reproducibility_command_two_runs_per_seed(tmp_path, write_tiny_params, 
     # the kept runs are the study's own: two trained copies of each seed
     for run in ("run1", "run2"):
         for seed in (0, 1):
-            assert (tmp_path / "runs" / run / "models" / f"share-seed{seed}" / "best.pt").is_file()
+            assert (tmp_path / "runs" / run / "models" / f"share/seed{seed}" / "best.pt").is_file()

@@ -1,4 +1,5 @@
-"""Shared-subspace loss: geometry, agreement with the naive reference, degenerate groups, EMA bank."""
+"""Shared-subspace loss: geometry, agreement with the naive reference, the match objective,
+degenerate groups, EMA bank, manipulation-check metrics."""
 
 import math
 
@@ -11,9 +12,14 @@ from mcl.losses.share import (
     group_bases,
     jaccard,
     label_keys,
+    effective_rank,
+    label_set_ids,
+    label_variance_fraction,
+    manipulation_metrics,
     naive_share_loss,
     projection_distance,
     share_loss,
+    subspace_geometry,
 )
 
 F64 = torch.float64
@@ -77,9 +83,11 @@ def test_distance_equals_mean_sin2_of_principal_angles():
     R = orthonormal(8, 8, 4)  # arbitrary global rotation changes nothing
     h = torch.cat([data_in_subspace(R @ U, 6, 5), data_in_subspace(R @ V, 6, 6)])
     labels = torch.ones(12, 8, dtype=torch.uint8)
-    loss, stats = share_loss(h, labels, 2, 3, 1e-6)
+    loss, stats = share_loss(h, labels, 2, 3, 1e-6, objective="attract")
     assert loss.item() == pytest.approx(expected, abs=1e-9)
     assert stats["share_pairs"] == 1 and stats["share_fallbacks"] == 0
+    # match with J = 1: (sim - 1)^2 = dist^2
+    assert share_loss(h, labels, 2, 3, 1e-6)[0].item() == pytest.approx(expected**2, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------
@@ -99,13 +107,15 @@ def test_group_bases_orthonormal_and_span_top_k():
 
 
 @pytest.mark.parametrize("G,m,d,k", [(2, 3, 5, 2), (4, 6, 10, 2), (6, 8, 32, 3), (3, 12, 7, 4), (5, 5, 3, 1)])
-@pytest.mark.parametrize("detach,repel", [(False, 0.0), (True, 0.0), (False, 0.5)])
-def test_share_loss_matches_naive(G, m, d, k, detach, repel):
+@pytest.mark.parametrize("objective,detach,repel", [("match", False, 0.0), ("match", True, 0.0),
+                                                    ("attract", False, 0.0), ("attract", True, 0.0),
+                                                    ("attract", False, 0.5)])
+def test_share_loss_matches_naive(G, m, d, k, objective, detach, repel):
     h, labels = random_batch(G, m, d, seed=G * 100 + m * 10 + d + k)
     h1 = h.clone().requires_grad_(True)
     h2 = h.clone().requires_grad_(True)
-    fast, stats = share_loss(h1, labels, G, k, 1e-8, detach=detach, repel=repel)
-    slow = naive_share_loss(h2, labels, G, k, detach=detach, repel=repel)
+    fast, stats = share_loss(h1, labels, G, k, 1e-8, detach=detach, repel=repel, objective=objective)
+    slow = naive_share_loss(h2, labels, G, k, detach=detach, repel=repel, objective=objective)
     assert stats["share_fallbacks"] == 0
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
     fast.backward()
@@ -118,10 +128,11 @@ def test_share_loss_invariant_to_episode_order_within_groups():
     h, labels = random_batch(G, m, d, 11)
     g = torch.Generator().manual_seed(0)
     perm = torch.cat([i * m + torch.randperm(m, generator=g) for i in range(G)])
-    a, _ = share_loss(h, labels, G, 2, 1e-8)
-    b, _ = share_loss(h[perm], labels[perm], G, 2, 1e-8)
-    assert a.item() > 0.05
-    assert b.item() == pytest.approx(a.item(), abs=1e-12)
+    for objective in ("match", "attract"):
+        a, _ = share_loss(h, labels, G, 2, 1e-8, objective=objective)
+        b, _ = share_loss(h[perm], labels[perm], G, 2, 1e-8, objective=objective)
+        assert a.item() > 0.05
+        assert b.item() == pytest.approx(a.item(), abs=1e-12)
 
 
 def test_pair_weights_are_jaccard_and_stats():
@@ -135,20 +146,93 @@ def test_pair_weights_are_jaccard_and_stats():
     h = torch.cat([data_in_subspace(E[:, [0, 1]], 5, 1), data_in_subspace(E[:, [1, 2]], 5, 2),
                    data_in_subspace(E[:, [3, 4]], 5, 3)])
     labels = sets.repeat_interleave(5, 0)
-    loss, stats = share_loss(h, labels, 3, 2, 1e-6)
+    loss, stats = share_loss(h, labels, 3, 2, 1e-6, objective="attract")
     assert loss.item() == pytest.approx(0.5, abs=1e-9)
     assert stats["share_pairs"] == 1 and stats["share_disjoint_pairs"] == 2
     assert stats["share_mean_dist"] == pytest.approx(0.5, abs=1e-9)
+    # match: pair 0-1 has sim 1/2 against J 1/3, the disjoint pairs sim 0 = J
+    loss, stats = share_loss(h, labels, 3, 2, 1e-6)
+    assert loss.item() == pytest.approx((0.5 - 1 / 3) ** 2 / 3, abs=1e-9)
+    assert stats["share_pairs"] == 1 and stats["share_disjoint_pairs"] == 2
 
 
-def test_no_shared_primitive_gives_zero_loss_with_zero_gradient():
+def test_no_shared_primitive_gives_zero_attract_loss_with_zero_gradient():
     h, _ = random_batch(3, 5, 8, 3)
     labels = torch.eye(3, 8, dtype=torch.uint8).repeat_interleave(5, 0)
     h.requires_grad_(True)
-    loss, stats = share_loss(h, labels, 3, 2, 1e-6)
+    loss, stats = share_loss(h, labels, 3, 2, 1e-6, objective="attract")
     loss.backward()
     assert loss.item() == 0.0 and stats["share_pairs"] == 0
     assert h.grad is not None and torch.equal(h.grad, torch.zeros_like(h))
+
+
+# ---------------------------------------------------------------------------
+# the match objective: collapse is penalised, the intended structure is its optimum
+
+# four groups over six primitives: A-B and B-C share one primitive (J = 1/3), all other pairs disjoint
+SETS4 = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]],
+                     dtype=torch.uint8)
+# k = 3 directions per group; a shared primitive is one shared direction, so sim = 1/3 = J
+STRUCTURED_DIRS = [[0, 1, 2], [0, 3, 4], [3, 5, 6], [7, 8, 9]]
+
+
+def structured_batch(m=6, d=16):
+    E = torch.eye(d, dtype=F64)
+    h = torch.cat([data_in_subspace(E[:, dirs], m, g) for g, dirs in enumerate(STRUCTURED_DIRS)])
+    return h, SETS4.repeat_interleave(m, 0)
+
+
+def collapsed_batch(m=6, d=16, noise=0.0):
+    """Every group spans the same top-3 subspace (plus optional small isotropic noise)."""
+    E = torch.eye(d, dtype=F64)
+    h = torch.cat([data_in_subspace(E[:, :3], m, g) for g in range(len(SETS4))])
+    h = h + noise * torch.randn(h.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
+    return h, SETS4.repeat_interleave(m, 0)
+
+
+def upper_jaccard(sets):
+    i, j = torch.triu_indices(len(sets), len(sets), 1)
+    return jaccard(sets, sets, F64)[i, j]
+
+
+def test_collapsed_h_is_penalised_by_match_not_by_attract():
+    h, labels = collapsed_batch()
+    match, stats = share_loss(h, labels, 4, 3, 1e-6)
+    attract, _ = share_loss(h, labels, 4, 3, 1e-6, objective="attract")
+    J = upper_jaccard(SETS4)
+    assert stats["share_fallbacks"] == 0
+    assert match.item() == pytest.approx(float(((1 - J) ** 2).mean()), abs=1e-9)  # sim = 1 everywhere
+    assert match.item() > 0.5
+    assert attract.item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_structured_h_is_the_match_optimum():
+    h, labels = structured_batch()
+    match, stats = share_loss(h, labels, 4, 3, 1e-6)
+    assert stats["share_fallbacks"] == 0 and stats["share_pairs"] == 2 and stats["share_disjoint_pairs"] == 4
+    assert match.item() == pytest.approx(0.0, abs=1e-12)
+    # attract, by contrast, scores the structure worse than the collapse (its optimum)
+    attract, _ = share_loss(h, labels, 4, 3, 1e-6, objective="attract")
+    assert attract.item() > 0.5
+
+
+def test_gradient_moves_collapsed_h_towards_the_structure():
+    h, labels = collapsed_batch(noise=0.05)  # noise: exact collapse is a stationary point
+    ids, sets = label_set_ids(labels)
+    x = h.clone().requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=1.0)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss, _ = share_loss(x, labels, 4, 3, 1e-6)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    after = share_loss(x.detach(), labels, 4, 3, 1e-6)[0].item()
+    gap0 = subspace_geometry(h, ids, sets, 3, 1e-6)["gap"]
+    gap1 = subspace_geometry(x.detach(), ids, sets, 3, 1e-6)["gap"]
+    assert after < 0.6 * losses[0]
+    assert abs(gap0) < 0.01 and gap1 > 0.1
 
 
 # ---------------------------------------------------------------------------
@@ -258,6 +342,55 @@ def test_fallback_counts_and_bases():
     torch.testing.assert_close(U, U2)
 
 
+@pytest.mark.parametrize("objective", ["match", "attract"])
+def test_pair_with_fallback_side_contributes_nothing(objective):
+    G, m, d = 5, 6, 10
+    h, labels = random_batch(G, m, d, 8)
+    labels.view(G, m, -1)[:, :, 0] = 1  # pairs of every kind: groups overlap through primitive 0, ...
+    labels.view(G, m, -1)[3] = 0
+    labels.view(G, m, -1)[3, :, 7] = 1  # ... group 3 is disjoint from the others
+    h.view(G, m, d)[2] = h.view(G, m, d)[2, 0]  # group 2 degenerate (identical episodes)
+    keep = torch.cat([torch.arange(g * m, (g + 1) * m) for g in range(G) if g != 2])
+    x, y = h.clone().requires_grad_(True), h[keep].clone().requires_grad_(True)
+    full, stats = share_loss(x, labels, G, 2, 1e-4, objective=objective)
+    without, ref = share_loss(y, labels[keep], G - 1, 2, 1e-4, objective=objective)
+    full.backward()
+    without.backward()
+    assert stats["share_fallbacks"] == 1 and ref["share_fallbacks"] == 0
+    assert full.item() > 0.01
+    torch.testing.assert_close(full, without, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x.grad[keep], y.grad, rtol=1e-8, atol=1e-12)
+    assert x.grad.view(G, m, d)[2].abs().max() == 0
+    for key in ("share_pairs", "share_disjoint_pairs", "share_mean_dist"):
+        assert stats[key] == pytest.approx(ref[key])
+    # only fallback pairs: zero loss with a zero gradient
+    z = h[: 2 * m].clone().requires_grad_(True)
+    z.data.view(2, m, d)[1] = z.data.view(2, m, d)[1, 0]
+    loss, st = share_loss(z, labels[: 2 * m], 2, 2, 1e-4, objective=objective)
+    loss.backward()
+    assert loss.item() == 0.0 and st["share_pairs"] + st["share_disjoint_pairs"] == 0
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("objective", ["match", "attract"])
+def test_bank_pairs_of_a_fallback_group_contribute_nothing(objective):
+    E = torch.eye(6, dtype=F64)
+    bank = EmaBasisBank(6, 2, 0.5)
+    bank.update([0b011, 0b110], torch.stack([E[:, [0, 1]], E[:, [2, 3]]]))
+    good = data_in_subspace(E[:, [0, 4]], 5, 0)
+    bad = torch.ones(5, 6, dtype=F64)  # degenerate group
+    labels = torch.tensor([[1, 0, 1], [0, 0, 1]], dtype=torch.uint8).repeat_interleave(5, 0)
+    x, y = torch.cat([good, bad]).requires_grad_(True), good.clone().requires_grad_(True)
+    full, stats = share_loss(x, labels, 2, 2, 1e-4, bank=bank, update_bank=False, objective=objective)
+    alone, ref = share_loss(y, labels[:5], 1, 2, 1e-4, bank=bank, update_bank=False, objective=objective)
+    full.backward()
+    alone.backward()
+    assert stats["share_fallbacks"] == 1 and alone.item() > 0.01
+    torch.testing.assert_close(full, alone)
+    torch.testing.assert_close(x.grad[:5], y.grad)
+    assert stats["share_pairs"] == ref["share_pairs"] == 2
+
+
 def test_repeated_eigenvalue_at_cut_falls_back():
     E = torch.eye(6, dtype=F64)
     # equal variances along three directions, k = 2: the top-2 subspace is not defined
@@ -290,13 +423,18 @@ def test_repel_sign():
     labels = torch.tensor([[1, 0], [0, 1]], dtype=torch.uint8).repeat_interleave(5, 0)  # disjoint label sets
     same = torch.cat([data_in_subspace(E[:, :2], 5, 1), data_in_subspace(E[:, :2], 5, 2)])
     ortho = torch.cat([data_in_subspace(E[:, :2], 5, 1), data_in_subspace(E[:, 2:4], 5, 2)])
-    assert share_loss(same, labels, 2, 2, 1e-6)[0].item() == 0.0  # no repel: disjoint pairs ignored
-    assert share_loss(same, labels, 2, 2, 1e-6, repel=0.3)[0].item() == pytest.approx(0.3)
-    assert share_loss(ortho, labels, 2, 2, 1e-6, repel=0.3)[0].item() == pytest.approx(0.0, abs=1e-12)
+    attract = dict(objective="attract")
+    assert share_loss(same, labels, 2, 2, 1e-6, **attract)[0].item() == 0.0  # no repel: disjoint pairs ignored
+    assert share_loss(same, labels, 2, 2, 1e-6, repel=0.3, **attract)[0].item() == pytest.approx(0.3)
+    assert share_loss(ortho, labels, 2, 2, 1e-6, repel=0.3, **attract)[0].item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):  # repel belongs to attract; match already separates disjoint groups
+        share_loss(same, labels, 2, 2, 1e-6, repel=0.3)
+    with pytest.raises(ValueError):
+        share_loss(same, labels, 2, 2, 1e-6, objective="pull")
     # a gradient step on the repel term increases the distance between the two groups
     x = torch.cat([data_in_subspace(E[:, :2], 5, 1), data_in_subspace(orthonormal(6, 2, 9), 5, 2)])
     x.requires_grad_(True)
-    loss, before = share_loss(x, labels, 2, 2, 1e-6, repel=1.0)
+    loss, before = share_loss(x, labels, 2, 2, 1e-6, repel=1.0, **attract)
     loss.backward()
     with torch.no_grad():
         U, _ = group_bases((x - 1e-2 * x.grad).view(2, 5, 6), 2, 1e-6)
@@ -355,10 +493,13 @@ def test_share_loss_with_bank_uses_other_label_sets_without_gradient():
     bank.update([key_a, key_b], torch.stack([Ba, Bb]))
     h = data_in_subspace(E[:, [0, 1]], 5, 0).requires_grad_(True)  # one group, label set a
     labels = torch.tensor([[1, 1, 0]], dtype=torch.uint8).repeat(5, 1)
-    loss, stats = share_loss(h, labels, 1, 2, 1e-6, bank=bank, update_bank=False)
+    loss, stats = share_loss(h, labels, 1, 2, 1e-6, bank=bank, update_bank=False, objective="attract")
     # its own label set is excluded; the only target is b, at distance 1
     assert loss.item() == pytest.approx(1.0, abs=1e-9)
     assert stats["share_pairs"] == 1
+    # match: sim 0 against J 1/3
+    match, _ = share_loss(h, labels, 1, 2, 1e-6, bank=bank, update_bank=False)
+    assert match.item() == pytest.approx(1 / 9, abs=1e-9)
     loss.backward()
     assert torch.isfinite(h.grad).all()
     assert not bank.bases.requires_grad
@@ -381,3 +522,79 @@ def test_bank_state_dict_round_trip():
     torch.testing.assert_close(other.bases, bank.bases)
     with pytest.raises(ValueError):
         EmaBasisBank(7, 2, 0.5).load_state_dict(bank.state_dict())
+
+
+# ---------------------------------------------------------------------------
+# manipulation-check metrics
+
+
+@pytest.mark.parametrize("r", [1, 2, 5])
+def test_effective_rank_of_equal_orthogonal_directions(r):
+    h = data_in_subspace(orthonormal(12, r, r), 20, 0, scales=[1.5] * r)
+    assert effective_rank(h) == pytest.approx(r, abs=1e-9)
+
+
+def test_effective_rank_unequal_variances_and_undefined():
+    E = torch.eye(6, dtype=F64)
+    h = data_in_subspace(E[:, :2], 10, 0, scales=[2.0, 1.0])  # s^2 proportional to 4 and 1
+    assert effective_rank(h) == pytest.approx(25 / 17, abs=1e-9)
+    assert math.isnan(effective_rank(torch.ones(5, 3, dtype=F64)))
+
+
+def test_label_variance_fraction_known_values():
+    ids = torch.tensor([0, 0, 1, 1])
+    # group means 1 and 2 around 1.5: between 4 * 0.25 = 1, total 2.25 + 0.25 + 0.25 + 2.25 = 5
+    assert label_variance_fraction(torch.tensor([[0.0], [2.0], [1.0], [3.0]], dtype=F64), ids) == pytest.approx(0.2)
+    h, labels = random_batch(3, 4, 5, 0)
+    ids3 = torch.arange(3).repeat_interleave(4)
+    assert label_variance_fraction(h.view(3, 4, 5)[:, :1].expand(3, 4, 5).reshape(12, 5), ids3) == pytest.approx(1.0)
+    same_rows = h[:4].repeat(3, 1)  # every group holds the same rows: identity explains nothing
+    assert label_variance_fraction(same_rows, ids3) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(label_variance_fraction(torch.zeros(4, 2), ids))
+
+
+def test_subspace_geometry_collapsed_vs_structured():
+    for make, gap in ((collapsed_batch, 0.0), (structured_batch, 1 / 3)):
+        h, labels = make()
+        ids, sets = label_set_ids(labels)
+        geo = subspace_geometry(h, ids, sets, 3, 1e-6)
+        assert geo["n_overlap"] == 2 and geo["n_disjoint"] == 4
+        assert geo["gap"] == pytest.approx(gap, abs=1e-9)
+        assert geo["gap"] == pytest.approx(geo["disjoint_dist"] - geo["overlap_dist"])
+    assert geo["overlap_dist"] == pytest.approx(2 / 3, abs=1e-9) and geo["disjoint_dist"] == pytest.approx(1.0)
+    assert geo["jaccard_spearman"] > 0.5
+
+
+def test_subspace_geometry_skips_small_and_degenerate_groups():
+    h, labels = structured_batch()
+    ids, sets = label_set_ids(labels)
+    ref = subspace_geometry(h, ids, sets, 3, 1e-6)
+    # an extra label set seen only 3 times (< k + 1 rows), and one with identical rows
+    extra_sets = torch.cat([sets, torch.eye(2, sets.shape[1], dtype=sets.dtype)])
+    extra_h = torch.cat([h, torch.randn(3, h.shape[1], dtype=F64), torch.ones(6, h.shape[1], dtype=F64)])
+    extra_ids = torch.cat([ids, torch.full((3,), len(sets)), torch.full((6,), len(sets) + 1)])
+    assert subspace_geometry(extra_h, extra_ids, extra_sets, 3, 1e-6) == pytest.approx(ref, nan_ok=True)
+    none = subspace_geometry(h[:6], ids[:6], sets, 3, 1e-6)  # one group: no pairs
+    assert math.isnan(none["gap"]) and math.isnan(none["jaccard_spearman"]) and none["n_overlap"] == 0
+
+
+def test_manipulation_metrics_collapsed_vs_structured_and_random_order():
+    keys = {"share_objective", "overlap_dist", "disjoint_dist", "gap", "jaccard_spearman", "effective_rank", "label_r2"}
+    hc, labels = collapsed_batch()
+    hs, _ = structured_batch()
+    mc = manipulation_metrics(hc, labels, 4, 3, 1e-6)
+    ms = manipulation_metrics(hs.clone().requires_grad_(True), labels, 4, 3, 1e-6)
+    assert set(mc) == set(ms) == keys and all(isinstance(v, float) for v in ms.values())
+    assert mc["share_objective"] == pytest.approx(share_loss(hc, labels, 4, 3, 1e-6)[0].item())
+    assert mc["share_objective"] > 0.5 and ms["share_objective"] == pytest.approx(0.0, abs=1e-12)
+    assert abs(mc["gap"]) < 1e-9 and ms["gap"] > 0.3
+    assert ms["effective_rank"] > mc["effective_rank"]
+    ids, _ = label_set_ids(labels)
+    assert ms["label_r2"] == pytest.approx(label_variance_fraction(hs, ids))
+    assert ms["effective_rank"] == pytest.approx(effective_rank(hs))
+    # random (non-grouped) order: label-set groups are found by identity, the grouped objective is undefined
+    perm = torch.randperm(len(hs), generator=torch.Generator().manual_seed(0))
+    mr = manipulation_metrics(hs[perm], labels[perm], 4, 3, 1e-6)
+    assert math.isnan(mr["share_objective"])
+    for key in keys - {"share_objective"}:
+        assert mr[key] == pytest.approx(ms[key], abs=1e-9)

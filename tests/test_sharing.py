@@ -35,7 +35,7 @@ from mcl.data.store import open_store
 pytestmark = pytest.mark.slow
 
 STORE = "data/episodes.zarr"
-MODELS = ("models/share-seed0", "models/baseline-seed0")
+MODELS = ("models/share/seed0", "models/baseline/seed0")
 BUCKET = "mcl-share"
 PREFIX = "dvcstore"  # remote url s3://BUCKET/PREFIX
 ACCESS_KEY = "mcl-lab-access"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl.data.generator import SPLITS, Episodes, split_checksum
+from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, SPLITS, Episodes, split_checksum
 from mcl.data.store import SCHEMA_VERSION, StoreError, open_store, store_attrs, store_format, write_store
 
 
@@ -82,7 +82,11 @@ def test_store_attrs(small_zarr_store, small_cfg, small_dataset):
     assert a["splits"] == {k: len(v) for k, v in small_dataset[0].items()}
     assert a["data"]["n_train"] == small_cfg.n_train and a["data"]["seed"] == small_cfg.seed
     assert a["label_sets"] == small_dataset[1]
+    assert list(a["label_sets"]) == ["train", "novel2", "dev", "test"] and a["label_sets"]["novel2"]
+    assert a["holdout"] == {"seed": HOLDOUT_SEED, "restarts": HOLDOUT_RESTARTS,
+                            "novel2_fraction": small_cfg.novel2_fraction, "dev_fraction": DEV_FRACTION}
     assert set(a["parameters"]) == set(a["primitives"])
+    assert list(a["splits"]) == list(SPLITS) and {"dev", "novel2"} <= set(a["checksums"])
 
 
 def test_zarr_store_has_few_files(small_zarr_store):
@@ -233,13 +237,87 @@ def test_h5_wrong_schema_version(h5_store, tmp_path):
         open_store(path)
 
 
+# ---------------------------------------------------------------------------
+# HDF5 root attributes under their own names (issue 12), older stores
+
+
+def test_h5_named_attributes_readable_with_plain_h5py(h5_store, small_zarr_store):
+    import h5py
+
+    expected = open_store(small_zarr_store).attrs
+    with h5py.File(h5_store, "r") as f:
+        assert set(f.attrs) == set(expected) | {"mcl"}
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+        assert isinstance(f.attrs["grid_size"], np.integer) and f.attrs["grid_size"] == 8
+        assert [str(p) for p in f.attrs["primitives"]] == expected["primitives"]  # a string array
+        assert f.attrs["primitives"].dtype.kind == "O"
+        for name in ("parameters", "data", "splits", "label_sets", "holdout", "probe", "checksums"):
+            assert isinstance(f.attrs[name], str), name  # nested: a JSON string under its own name
+            assert json.loads(f.attrs[name]) == expected[name], name
+        assert json.loads(f.attrs["label_sets"])["novel2"] == expected["label_sets"]["novel2"]
+        assert json.loads(f.attrs["mcl"]) == expected  # and the whole record, as before
+
+
+def test_h5_old_style_store_opens(h5_store, small_splits, tmp_path):
+    """A store written before the named attributes: only the JSON attribute `mcl`."""
+    import h5py
+
+    path = copy_store(h5_store, tmp_path)
+    with h5py.File(path, "r+") as f:
+        for name in [n for n in f.attrs if n != "mcl"]:
+            del f.attrs[name]
+        assert list(f.attrs) == ["mcl"]
+    store = open_store(path)
+    assert store.attrs == open_store(h5_store).attrs
+    assert_same_episodes(store.load("novel2"), small_splits["novel2"])
+
+
+def test_h5_named_attribute_edited_is_caught(h5_store, tmp_path):
+    import h5py
+
+    path = copy_store(h5_store, tmp_path)
+    with h5py.File(path, "r+") as f:
+        splits = json.loads(f.attrs["splits"])
+        f.attrs["splits"] = json.dumps({**splits, "train": 1})
+    with pytest.raises(StoreError, match="root attribute 'splits' disagrees with the 'mcl' attribute"):
+        open_store(path)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "h5"])
+def test_store_without_dev_and_novel2_opens(small_dataset, small_cfg, tmp_path, fmt):
+    """A store from before the dev / novel2 splits (label sets train and test only, no holdout attribute)."""
+    from mcl.data.card import format_info
+
+    old = {k: v for k, v in small_dataset[0].items() if k not in ("dev", "novel2")}
+    attrs = store_attrs(old, small_cfg, {k: small_dataset[1][k] for k in ("train", "test")})
+    del attrs["holdout"]
+    for key in ("n_dev", "novel2_fraction", "n_novel2"):
+        del attrs["data"][key]
+    path = tmp_path / f"episodes.{fmt}"
+    write_store(path, old, attrs)
+    store = open_store(path)
+    assert store.splits == ["train", "val", "test", "fewshot", "probe"]
+    for split in ("dev", "novel2"):
+        with pytest.raises(StoreError, match=rf"split '{split}' missing \(has train, val, test, fewshot, probe\)"):
+            store.load(split)
+    store.load("test")
+    text = format_info(store)
+    assert "label sets drawn from: train" in text and "novel2" not in text
+    if fmt == "zarr":  # the dataset card renders from it too
+        from mcl.data.card import write_card
+
+        write_card(store, tmp_path / "card.md", tmp_path / "figures")
+        card = (tmp_path / "card.md").read_text()
+        assert "| `test` | " in card and "| `novel2` |" not in card and "`novel2` rule" not in card
+
+
 @pytest.mark.parametrize("fmt", ["zarr", "h5"])
 def test_missing_split(small_dataset, small_cfg, tmp_path, fmt):
     splits = {k: v for k, v in small_dataset[0].items() if k != "probe"}
     path = tmp_path / f"episodes.{fmt}"
     write_store(path, splits, store_attrs(splits, small_cfg))
     store = open_store(path)
-    assert store.splits == ["train", "val", "test", "fewshot"]
+    assert store.splits == ["train", "val", "dev", "test", "fewshot", "novel2"]
     with pytest.raises(StoreError, match="probe"):
         store.load("probe")
     store.load("val")

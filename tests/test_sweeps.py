@@ -82,7 +82,7 @@ def test_queued_grid_runs_with_two_workers_and_compares(sweep_repo, swept):
     assert train_loss(lo, "baseline") == train_loss(hi, "baseline"), "the baseline arm depends on loss.beta"
 
     diff = json.loads(dvc(repo, env, "metrics", "diff", lo_name, hi_name, "--json").stdout)
-    share_train = diff["metrics/train/share-seed0/metrics.json"]
+    share_train = diff["metrics/train/share/seed0/metrics.json"]
     assert share_train["train.loss"]["old"] == train_loss(lo, "share")
     assert share_train["train.loss"]["new"] == train_loss(hi, "share")
     assert dvc(repo, env, "exp", "show", "--csv").stdout.count("Success") == len(BETAS)
@@ -113,7 +113,7 @@ def test_experiments_travel_to_another_clone(sweep_repo, swept, tmp_path):
 
     name = sorted(sent)[0]
     dvc(other, env, "exp", "apply", name)
-    assert (other / "models" / "share-seed0" / "last.pt").is_file(), "the experiment's model did not come along"
+    assert (other / "models" / "share/seed0" / "last.pt").is_file(), "the experiment's model did not come along"
     summary = json.loads((other / "metrics" / "summary.json").read_text())
     assert summary == sent[name]["metrics"]["metrics/summary.json"]["data"]
 

@@ -32,7 +32,8 @@ from mcl.training.trainer import arm_params, build_model, load_trained, lr_at, t
 REPO = Path(__file__).parents[1]
 TIMING = {"step_time_ms", "wall_time_s"}
 LOGGED_KEYS = ("train/task", "train/share", "train/aux", "train/sae", "train/loss", "train/cell_accuracy",
-               "train/iou", "train/exact_match", "lr", "grad_norm", "skipped_steps", "step_time_ms", "wall_time_s")
+               "train/iou", "train/exact_match", "lr", "grad_norm", "skipped_steps", "manip/effective_rank")
+TIMING_KEYS = ("step_time_ms", "wall_time_s")  # in timing.csv only: identical reruns give identical metrics files
 VAL_KEYS = ("val/iou", "val/exact_match", "val/cell_accuracy", "val/best_iou")
 
 
@@ -63,7 +64,7 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def run_inprocess(params, root: Path, arm="share", seed=0, **kw) -> tuple[Path, Path, dict]:
-    run_dir, metrics_dir = root / "models" / f"{arm}-seed{seed}", root / "metrics" / f"{arm}-seed{seed}"
+    run_dir, metrics_dir = root / "models" / f"{arm}/seed{seed}", root / "metrics" / f"{arm}/seed{seed}"
     summary = train(params, arm, seed, run_dir, metrics_dir, progress=False, tensorboard=False, **kw)
     return run_dir, metrics_dir, summary
 
@@ -96,7 +97,7 @@ def test_cli_train_five_steps_batch_two(tmp_path, write_tiny_params, run_mcl):
     proc = run_mcl(["train", "--arm", "share", "--seed", "0"], cwd=root)
     assert proc.returncode == 0, proc.stderr
 
-    run_dir, metrics_dir = root / "models" / "share-seed0", root / "metrics" / "train" / "share-seed0"
+    run_dir, metrics_dir = root / "models" / "share/seed0", root / "metrics" / "train" / "share/seed0"
     for name in ("config.yaml", "last.pt", "best.pt"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*")), "TensorBoard event file missing"
@@ -112,6 +113,11 @@ def test_cli_train_five_steps_batch_two(tmp_path, write_tiny_params, run_mcl):
             assert r.get(key, "") != "", f"step {r['step']}: {key} missing"
             assert math.isfinite(float(r[key])), f"step {r['step']}: {key} = {r[key]}"
         assert 0.0 <= float(r["train/iou"]) <= 1.0
+        assert not set(TIMING_KEYS) & set(r)
+        assert {"manip/gap", "manip/share_objective", "manip/label_r2"} <= set(r)  # NaN here: groups of 1 episode
+    timing = read_csv(metrics_dir / "timing.csv")
+    assert [int(r["step"]) for r in timing] == [1, 2, 3, 4, 5]
+    assert all(float(r[k]) > 0 for r in timing for k in TIMING_KEYS)
     for key in VAL_KEYS:
         assert 0.0 <= float(rows[-1][key]) <= 1.0, key
     assert all(r.get("val/iou", "") == "" for r in rows[:-1]), "val metrics logged off eval_every"
@@ -140,11 +146,11 @@ def test_logger_creates_no_dvc_yaml(tmp_path, monkeypatch):
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-q", "-m", "init")
     monkeypatch.chdir(tmp_path)
-    logger = RunLogger("metrics/train/share-seed0", None)
+    logger = RunLogger("metrics/train/share/seed0", None)
     for step in (1, 2):
         logger.log(step, {"train/task": 1.0 / step, "val/iou": 0.5})
     logger.close()
-    assert json.loads((tmp_path / "metrics/train/share-seed0/metrics.json").read_text())["train"]["task"] == 0.5
+    assert json.loads((tmp_path / "metrics/train/share/seed0/metrics.json").read_text())["train"]["task"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dvc", ".git", "metrics"]
 
 
@@ -155,10 +161,10 @@ def test_logger_works_in_repo_without_commits(tmp_path, monkeypatch):
     shutil.copyfile(REPO / ".dvc" / "config", tmp_path / ".dvc" / "config")
     _git(tmp_path, "init", "-q")
     monkeypatch.chdir(tmp_path)
-    logger = RunLogger("metrics/train/share-seed0", None)
+    logger = RunLogger("metrics/train/share/seed0", None)
     logger.log(1, {"train/task": 1.0})
     logger.close()
-    assert (tmp_path / "metrics/train/share-seed0/metrics.csv").is_file()
+    assert (tmp_path / "metrics/train/share/seed0/metrics.csv").is_file()
 
 
 def _train_cmd(params: Path, out: Path, *extra: str) -> list[str]:
@@ -184,7 +190,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, write_tiny_par
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     victim = subprocess.Popen(_train_cmd(params, killed), cwd=tmp_path, env=mcl_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_dir, metrics_dir = killed / "models" / "share-seed0", killed / "metrics" / "share-seed0"
+    run_dir, metrics_dir = killed / "models" / "share/seed0", killed / "metrics" / "share/seed0"
     last = run_dir / "last.pt"
     seen = None
     try:
@@ -219,7 +225,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, write_tiny_par
     assert resumed.returncode == 0, resumed.stderr
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
 
-    ref_run, ref_metrics = reference / "models" / "share-seed0", reference / "metrics" / "share-seed0"
+    ref_run, ref_metrics = reference / "models" / "share/seed0", reference / "metrics" / "share/seed0"
     got, want = read_csv(metrics_dir / "metrics.csv"), read_csv(ref_metrics / "metrics.csv")
     assert [int(r["step"]) for r in want] == list(range(2, steps + 1, 2))
     assert list(got[0]) == list(want[0]), "columns differ"
@@ -385,7 +391,7 @@ def test_crafted_pickle_is_refused_without_running_code(tmp_path, tiny_params):
 
 def test_cli_evaluate_truncated_best_checkpoint(tmp_path, write_tiny_params, tiny_trained_run, run_mcl):
     write_tiny_params(tmp_path / "params.yaml")
-    run_dir = tmp_path / "models" / "share-seed0"
+    run_dir = tmp_path / "models" / "share/seed0"
     shutil.copytree(tiny_trained_run, run_dir)
     data = (run_dir / "best.pt").read_bytes()
     (run_dir / "best.pt").write_bytes(data[: len(data) // 2])
@@ -441,7 +447,7 @@ def test_nonfinite_stop_raises_and_keeps_last_good_checkpoint(tmp_path, make_tin
                                "train.eval_every": 4, "train.nonfinite": "stop"})
     _inject_nan(monkeypatch, lambda step: step >= 5, kind)
     saved = _record_checkpoints(monkeypatch)
-    run_dir = tmp_path / "models" / "share-seed0"
+    run_dir = tmp_path / "models" / "share/seed0"
     with pytest.raises(NonFiniteLossError) as err:
         run_inprocess(params, tmp_path)
     msg = str(err.value)
@@ -453,7 +459,7 @@ def test_nonfinite_stop_raises_and_keeps_last_good_checkpoint(tmp_path, make_tin
     assert state["step"] == 4
     assert hashlib.sha256((run_dir / "last.pt").read_bytes()).hexdigest() == last_saves[-1][2]
     assert all(torch.isfinite(t).all() for t in state["model"].values())
-    rows = read_csv(tmp_path / "metrics" / "share-seed0" / "metrics.csv")
+    rows = read_csv(tmp_path / "metrics" / "share/seed0" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [2, 4]
 
 

@@ -68,11 +68,14 @@ def _centre(X: np.ndarray) -> np.ndarray:
 
 
 def _ratio(num: float, a: float, b: float) -> float:
-    """``num / sqrt(a b)``, NaN when the denominator is not positive (a degenerate representation)."""
-    den = a * b
-    if not np.isfinite(den) or den <= 0.0:
+    """``num / sqrt(a b)``; NaN unless both self terms ``a`` and ``b`` are positive and finite.
+
+    Checking each term, not the product: two negative (debiased) self-HSIC estimates have a
+    positive product but no defined CKA.
+    """
+    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0.0 or b <= 0.0:
         return float("nan")
-    return float(num / np.sqrt(den))
+    return float(num / np.sqrt(a * b))
 
 
 def _u_stats(Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +117,8 @@ def linear_cka(X: np.ndarray, Y: np.ndarray, debiased: bool = False) -> float:
     float
         Biased CKA in ``[0, 1]``, or debiased CKA (about 0 for independent data; may be
         slightly negative, at most 1). NaN when either representation has zero variance
-        (or, for the debiased estimator, a non-positive self-HSIC estimate).
+        (or, for the debiased estimator, when either self-HSIC estimate is not positive --
+        also when both are negative).
 
     Notes
     -----

@@ -23,6 +23,18 @@ projection_distance    ``mean sin^2 theta_i``          ``[0, 1]``; ``= 1 - ||U_A
 =====================  ==============================  ==========================================
 
 with ``P = U U^T`` the orthogonal projector and ``U`` an orthonormal basis.
+
+Task subspaces (H3)
+-------------------
+On the probe split every task (program) has ``E`` episodes and episode ``j`` has the same
+inputs in every task, so the representations of all tasks share an input-driven component.
+When it dominates the within-task variance, every task's top-``k`` principal directions are
+that shared component and :func:`subspace_similarity` is about 1 for every pair, whatever
+the labels. :func:`remove_shared_components` projects it out before the per-task PCA.
+:func:`pair_types` and :func:`stratified_spearman` then relate a task x task similarity
+(subspace or CKA) to label overlap within each kind of pair (train-train, train-test,
+test-test), so that a difference between kinds of pairs is not read as a dependence on
+overlap.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import numpy as np
 import scipy.linalg
 
 from mcl.analysis.arrays import as_matrix
+from mcl.analysis.stats import spearman
 
 __all__ = [
     "pca_basis",
@@ -43,6 +56,11 @@ __all__ = [
     "projection_distance",
     "distance_matrix",
     "DISTANCES",
+    "remove_shared_components",
+    "subspace_similarity",
+    "PAIR_TYPES",
+    "pair_types",
+    "stratified_spearman",
 ]
 
 
@@ -182,3 +200,151 @@ def distance_matrix(bases: Sequence[np.ndarray], kind: str = "geodesic") -> np.n
         for j in range(i + 1, T):
             D[i, j] = D[j, i] = fn(Qs[i], Qs[j])
     return D
+
+
+# ---------------------------------------------------------------------------
+# task subspaces: shared components, similarity, pair strata
+
+
+def _task_reps(reps: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Validated float64 ``[E_t, d]`` matrices with one common width ``d`` (at least one task)."""
+    mats = [as_matrix(R, f"reps[{i}]", "2-D [E, d]") for i, R in enumerate(reps)]
+    if not mats:
+        raise ValueError("reps is empty")
+    d = mats[0].shape[1]
+    for i, R in enumerate(mats):
+        if R.shape[1] != d:
+            raise ValueError(f"all representations need the same width; reps[0] has {d}, reps[{i}] has {R.shape[1]}")
+    return mats
+
+
+def remove_shared_components(reps: Sequence[np.ndarray], n_components: int) -> list[np.ndarray]:
+    """Project the top principal directions shared by all tasks out of every task's representation.
+
+    Parameters
+    ----------
+    reps : sequence of ``T`` arrays ``[E_t, d]``, one per task (rows: that task's episodes)
+    n_components : number ``c`` of pooled principal directions to remove,
+        ``0 <= c < d`` and ``c <= sum_t E_t``
+
+    Returns
+    -------
+    list of ``T`` arrays ``[E_t, d]``, float64
+        ``(R_t - mean_t) (I - V V^T)``: each task centred on its own mean, then projected onto
+        the orthogonal complement of ``V [d, c]``, the top-``c`` principal directions
+        (:func:`pca_basis`) of the centred representations of all tasks stacked. ``c = 0``
+        only centres.
+
+    Notes
+    -----
+    Each task is centred before pooling, so ``V`` describes *within-task* variation: the
+    pooled covariance is the sum of the task covariances, in which a component present in
+    every task (the input-driven one: the same inputs in every task) carries ``T`` times the
+    weight of a direction specific to one task. Differences between task means are kept
+    (they are task-specific, and :func:`pca_basis` centres each task anyway). A direction
+    used by *many* tasks -- e.g. one per primitive -- is also pooled variance: choose ``c``
+    as the number of leading pooled directions that stand out (a scree of the pooled
+    singular values), not larger, or the label-driven signal is removed as well.
+
+    A whitening variant (rescale the pooled covariance to the identity instead of removing
+    ``c`` directions) was tried on synthetic probe-like data (``T = 24``, ``E = 16``,
+    ``d = 128``): with ``E << d`` it makes every task's sample covariance nearly isotropic, so
+    the per-task top directions follow sampling noise and a planted dependence on label
+    overlap is detected about half as strongly. It is not provided.
+    """
+    mats = _task_reps(reps)
+    d = mats[0].shape[1]
+    n = sum(R.shape[0] for R in mats)
+    if not 0 <= n_components < d or n_components > n:
+        raise ValueError(f"n_components must be in [0, min(d - 1, total rows)] = [0, {min(d - 1, n)}], "
+                         f"got {n_components}")
+    centred = [R - R.mean(axis=0, keepdims=True) for R in mats]
+    if n_components == 0:
+        return centred
+    V = pca_basis(np.vstack(centred), n_components)  # [d, c]
+    return [C - (C @ V) @ V.T for C in centred]
+
+
+def subspace_similarity(reps: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Task x task similarity of top-``k`` PCA subspaces: ``1 - projection distance``.
+
+    ``reps``: ``T`` arrays ``[E_t, d]``. Returns ``[T, T]`` with 1 on the diagonal;
+    ``S[i, j] = mean cos^2`` of the principal angles between :func:`pca_basis` ``(reps[i], k)``
+    and ``(reps[j], k)`` (1: same subspace, about ``k / d`` for random ones).
+    """
+    mats = _task_reps(reps)
+    return 1.0 - distance_matrix([pca_basis(R, k) for R in mats], "projection")
+
+
+PAIR_TYPES = ("train_train", "train_test", "test_test")
+
+
+def pair_types(is_test: np.ndarray) -> np.ndarray:
+    """Kind of each task pair from whether each task's label set is a test label set.
+
+    Parameters
+    ----------
+    is_test : bool ``[T]``
+
+    Returns
+    -------
+    int64 ``[T, T]``, symmetric
+        0 for two train tasks, 1 for a train and a test task, 2 for two test tasks (the
+        index into :data:`PAIR_TYPES`); -1 on the diagonal.
+    """
+    t = np.asarray(is_test)
+    if t.ndim != 1 or (t.dtype != bool and not np.all(np.isin(t, (0, 1)))):
+        raise ValueError(f"is_test must be a 1-D boolean array, got shape {t.shape} and dtype {t.dtype}")
+    t = t.astype(np.int64)
+    types = t[:, None] + t[None, :]
+    np.fill_diagonal(types, -1)
+    return types
+
+
+def stratified_spearman(sim: np.ndarray, jac: np.ndarray, types: np.ndarray) -> dict:
+    """Spearman correlation of a task-pair similarity with label overlap, within each kind of pair.
+
+    Parameters
+    ----------
+    sim : ``[T, T]`` similarity of tasks (e.g. :func:`subspace_similarity` or CKA); NaN allowed
+    jac : ``[T, T]`` label Jaccard overlap of the tasks
+    types : ``[T, T]`` int pair kinds from :func:`pair_types`
+
+    Returns
+    -------
+    dict
+        For each ``name`` of :data:`PAIR_TYPES`: ``rho_<name>``, the Spearman correlation
+        (:func:`mcl.analysis.stats.spearman`) of ``jac`` and ``sim`` over the pairs
+        ``i < j`` of that kind (NaN with fewer than 3 pairs or a constant variable), and
+        ``n_<name>``, the number of those pairs with a finite similarity. ``rho``: the
+        stratified statistic, the mean of the defined within-kind correlations weighted by
+        their ``n``, NaN when none is defined. ``rho_pooled``: Spearman over all pairs
+        ignoring kinds (for comparison only: a difference in both overlap and similarity
+        between kinds of pairs enters it).
+    """
+    sim = np.asarray(sim, dtype=np.float64)  # NaN allowed (pairs dropped), not inf
+    if np.isinf(sim).any():
+        raise ValueError("sim contains infinite values")
+    jac = as_matrix(jac, "jac", "[T, T]")
+    types = np.asarray(types)
+    T = jac.shape[0]
+    if jac.shape != (T, T) or sim.shape != (T, T) or types.shape != (T, T):
+        raise ValueError(f"sim, jac and types must be square of one shape, got {sim.shape}, {jac.shape}, {types.shape}")
+    i, j = np.triu_indices(T, k=1)
+    s, J, ty = sim[i, j], jac[i, j], types[i, j]
+    if not np.all(np.isin(ty, (0, 1, 2))):
+        raise ValueError("types off the diagonal must be 0, 1 or 2 (see pair_types)")
+    out: dict = {}
+    rhos, weights = [], []
+    for code, name in enumerate(PAIR_TYPES):
+        keep = ty == code
+        rho = spearman(J[keep], s[keep])
+        n = int(np.sum(keep & np.isfinite(s)))
+        out[f"rho_{name}"] = rho
+        out[f"n_{name}"] = n
+        if np.isfinite(rho):
+            rhos.append(rho)
+            weights.append(n)
+    out["rho"] = float(np.average(rhos, weights=weights)) if rhos else float("nan")
+    out["rho_pooled"] = spearman(J, s)
+    return out

@@ -1,4 +1,8 @@
-"""`mcl bench train` and `mcl bench share`: training throughput and the share loss's cost, side by side."""
+"""`mcl bench train` and `mcl bench share`: training throughput and the share loss's cost, side by side.
+
+Neither needs the pipeline's store: batches come from the generator in memory, and the
+training benchmarks write a store of ``params.data`` into a temporary folder.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,7 @@ from pathlib import Path
 import torch
 
 from mcl.config import Params
-from mcl.data.dataset import DeviceSplit, GroupedBatchSampler
-from mcl.data.store import open_store
+from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource
 from mcl.losses.share import bench_share, share_loss
 from mcl.training.trainer import build_model, resolve_device, train
 
@@ -23,7 +26,8 @@ def _sync(device):
 
 
 def _fixed_batch(params: Params, device) -> dict[str, torch.Tensor]:
-    split = DeviceSplit(open_store(params.data.store).load("train"), device)
+    """One grouped batch of fresh train-type episodes from the generator (no store needed)."""
+    split = DeviceSplit(OnlineSource(params.data).buffer(0), device)
     sampler = GroupedBatchSampler(split.label_sets, params.train.groups, params.train.group_size, seed=0)
     return split.batch(sampler.batch(0))
 
@@ -40,7 +44,7 @@ def bare_step_ms(params: Params, device, steps: int) -> float:
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(b["inputs"], b["outputs"]).logits
+        logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
         torch.nn.functional.cross_entropy(logits, target).backward()
         opt.step()
         _sync(device)
@@ -49,13 +53,23 @@ def bare_step_ms(params: Params, device, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _with_temp_store(params: Params, tmp: Path) -> Params:
+    """``params`` with ``data.store`` replaced by a freshly generated store under ``tmp``."""
+    from mcl.data.store import generate_store
+
+    path = tmp / ("episodes.zarr" if params.data.format == "zarr" else "episodes.h5")
+    return dataclasses.replace(params, data=generate_store(params.data, path))
+
+
 def bench_train(params: Params, steps: int = 200) -> list[str]:
     """Episodes/s of the real training loop vs a bare step of the same model, same run."""
     device = resolve_device(params.train.device)
     batch = params.train.batch_size * params.train.grad_accum
+    torch.set_num_threads(params.train.threads)
     bare = bare_step_ms(params, device, steps)
     p = dataclasses.replace(params, train=dataclasses.replace(params.train, steps=steps, device=str(device.type)))
     with tempfile.TemporaryDirectory() as tmp:
+        p = _with_temp_store(p, Path(tmp))
         t0 = time.perf_counter()
         train(p, "share", 0, Path(tmp) / "run", Path(tmp) / "metrics", progress=False)
         wall = time.perf_counter() - t0
@@ -100,3 +114,40 @@ def bench_share_cost(params: Params, repeats: int = 20) -> list[str]:
     lines.append(f"default batch (G={params.train.groups}, m={params.train.group_size}, d={params.model.h_dim}): share loss "
                  f"{share_ms:.2f} ms vs a training step {step_ms:.1f} ms = {100 * share_ms / step_ms:.1f}% (target <= 10%)")
     return lines
+
+
+def bench_parallel(params: Params, seeds: int = 2, steps: int = 500, workers: int | None = None) -> list[str]:
+    """Wall time of training ``seeds`` seeds one after another, then side by side, in one run.
+
+    Both use :func:`mcl.training.pool.train_seeds` on the same temporary store with
+    ``steps`` steps of the share arm; the side-by-side run uses ``workers`` processes (default
+    :func:`~mcl.training.pool.pool_workers`). Also checks that every seed's final weights are
+    the same bytes in both runs.
+    """
+    from mcl.analysis.reproducibility import weights_digest
+    from mcl.training.checkpoint import load_checkpoint
+    from mcl.training.pool import pool_workers, train_seeds
+
+    p = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, steps=steps, eval_every=steps, checkpoint_every=steps, device="cpu"))
+    seed_list = list(range(seeds))
+    n = workers or pool_workers(p.train.workers, p.train.threads, seeds)
+    walls, digests = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        p = _with_temp_store(p, tmp)
+        for label, w in (("serial", 1), ("parallel", n)):
+            t0 = time.perf_counter()
+            train_seeds(p, "share", seed_list, tmp / label / "models", tmp / label / "metrics", workers=w,
+                        tensorboard=False, progress=False)
+            walls[label] = time.perf_counter() - t0
+            digests[label] = [weights_digest(load_checkpoint(tmp / label / "models" / "share" / f"seed{s}" / "last.pt")["model"])
+                              for s in seed_list]
+    same = digests["serial"] == digests["parallel"]
+    return [
+        f"{seeds} seeds x {steps} steps of the share arm, CPU, {p.train.threads} torch thread(s) per process",
+        f"one after another: {walls['serial']:.2f} s",
+        f"side by side ({n} processes): {walls['parallel']:.2f} s",
+        f"ratio side by side / one after another: {walls['parallel'] / walls['serial']:.2f} (target <= 0.6 for 2 seeds on 2 cores)",
+        f"final weights identical per seed: {'yes' if same else 'NO'}",
+    ]

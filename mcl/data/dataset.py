@@ -11,10 +11,9 @@ import numpy as np
 import torch
 
 from mcl.config import DataConfig
-from mcl.data.generator import (Episodes, episode_hashes, episodes_for_label_sets, feasible_label_sets,
-                                signature_table)
+from mcl.data.generator import Episodes, episode_hashes, episodes_for_label_sets, label_set_partition, signature_table
 
-BATCH_FIELDS = ("inputs", "outputs", "labels")
+BATCH_FIELDS = ("inputs", "outputs", "labels", "program", "args")
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
@@ -31,7 +30,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
 
 class DeviceSplit:
-    """A split as tensors on ``device``: inputs/outputs uint8 [N, S, 8, 8], labels uint8 [N, P]."""
+    """A split as tensors on ``device``: inputs/outputs uint8 [N, S, 8, 8], labels uint8 [N, P],
+    program int16 [N, 3], args int16 [N, 3, 2]."""
 
     def __init__(self, eps: Episodes, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -92,18 +92,38 @@ class GroupedBatchSampler:
         return self.num_batches
 
 
+class RandomBatchSampler:
+    """Batches of ``groups * group_size`` episodes drawn uniformly without replacement (no grouping).
+
+    Same interface as :class:`GroupedBatchSampler` (``label_sets`` only sets the split size);
+    batch ``step`` is a pure function of ``(seed, step)``. For the grouped-vs-random ablation.
+    """
+
+    def __init__(self, label_sets: np.ndarray, groups: int, group_size: int, seed: int):
+        self.n, self.batch_size, self.seed = len(label_sets), groups * group_size, seed
+        if self.n < self.batch_size:
+            raise ValueError(f"RandomBatchSampler: batch of {self.batch_size} needs at least as many episodes, "
+                             f"the split has {self.n}")
+
+    def batch(self, step: int) -> np.ndarray:
+        """Episode indices int64 [groups * group_size] for batch ``step``."""
+        return np.random.default_rng([self.seed, step]).choice(self.n, self.batch_size, replace=False)
+
+
 class OnlineSource:
     """Unlimited training episodes from the generator (``data.source: online``).
 
     Buffer ``r`` holds ``cfg.online_buffer`` fresh train-type episodes generated from the
     seed stream ``(cfg.seed, 'online', r)``, so any step can be reproduced without replay.
+    Its label sets are the train split's (:func:`~mcl.data.generator.label_set_partition`): lengths
+    1-2 without the novel2 hold-out, so it never produces a novel2, dev or test label set.
     Episodes of ``exclude`` (e.g. the val split) are never produced.
     """
 
     def __init__(self, cfg: DataConfig, exclude: Episodes | None = None):
         self.cfg = cfg
         self.table = signature_table()
-        self.label_sets = feasible_label_sets((1, 2), cfg, self.table)
+        self.label_sets = label_set_partition(cfg, self.table)["train"]
         self.exclude = None if exclude is None else episode_hashes(exclude.inputs, exclude.outputs)
 
     def buffer(self, r: int) -> Episodes:

@@ -1,4 +1,4 @@
-"""Episode generator: structured input grids, programs, the generator rules, and the five splits.
+"""Episode generator: structured input grids, programs, the generator rules, and the seven splits.
 
 A program is 1-3 steps of distinct primitive types applied in order; its label is the
 multi-hot over primitive types. An episode is ``demos + 1`` input/output pairs of one
@@ -12,12 +12,27 @@ Rules enforced for every episode (each has a test):
   signature table of every program of length <= 2 (every parameter choice) on fixed probe
   grids (:class:`SignatureTable`);
 * colours a step's parameters refer to (recolor source, both swap colours) occur in every
-  grid that step receives, in every pair of the episode;
-* test label sets (length 3) never occur in train (length 1-2), val episodes are not train
-  episodes, fewshot episodes are not test episodes.
+  grid that step receives, in every pair of the episode.
 
-Everything is vectorised over episodes; randomness comes from ``numpy.random.Generator``
-streams seeded by ``(data.seed, split)``, so the same params give the same bytes.
+Splits and the label sets they draw from (:func:`label_set_partition`):
+
+* ``train`` (lengths 1-2): every feasible length-1/2 label set except the ``novel2`` hold-out;
+  ``val``: the label sets present in train, episodes that are not train episodes;
+* ``novel2`` (length 2): ``round(data.novel2_fraction * F2)`` of the F2 feasible length-2 label
+  sets, held out of train and val, chosen by :func:`balanced_holdout` (fixed seed
+  :data:`HOLDOUT_SEED`, balanced over primitives). ``data.novel2_fraction: 0`` holds out nothing
+  and writes no novel2 split;
+* ``dev`` and ``test`` (length 3) split the feasible length-3 label sets: ``dev`` gets
+  ``round(DEV_FRACTION * F3)`` of them by the same rule, ``test`` the rest, so selecting
+  hyperparameters on dev never looks at a test label set; ``fewshot``: the label sets present
+  in test (hence none of dev's), episodes that are not test episodes;
+* dev and novel2 episodes repeat no episode of train, val, test or fewshot (novel2 none of dev's);
+* ``probe``: half its programs have train label sets, half test label sets.
+
+Which label sets are feasible and which are held out depends on the generator params (demos,
+shapes, palette, novel2_fraction), never on ``data.seed``. Everything is vectorised over
+episodes; randomness comes from ``numpy.random.Generator`` streams seeded by
+``(data.seed, split)``, so the same params give the same bytes.
 """
 
 from __future__ import annotations
@@ -28,16 +43,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcl.config import DataConfig
+from mcl.config import ConfigError, DataConfig
 from mcl.data.primitives import (COLOURS, MAX_PARAMS, NUM_PRIMITIVES, PARAM_INDEX, PRIMITIVES, SIZE,
                                  apply_steps, run_programs)
 
 MAX_STEPS = 3
-SPLITS = ("train", "val", "test", "fewshot", "probe")
-SPLIT_LENGTHS = {"train": (1, 2), "val": (1, 2), "test": (3,), "fewshot": (3,)}
-_SPLIT_STREAM = {name: i for i, name in enumerate(SPLITS)}
+SPLITS = ("train", "val", "dev", "test", "fewshot", "novel2", "probe")
+SPLIT_LENGTHS = {"train": (1, 2), "val": (1, 2), "novel2": (2,), "dev": (3,), "test": (3,), "fewshot": (3,)}
+# random stream per split, fixed numbers: adding a split never moves another split's stream
+_SPLIT_STREAM = {"train": 0, "val": 1, "test": 2, "fewshot": 3, "probe": 4, "dev": 5, "novel2": 6}
 TABLE_SEED = 20240611  # fixed: the probe grids are part of the generator's definition
 PILOT_SEED = 7  # fixed: which label sets are feasible does not depend on data.seed
+HOLDOUT_SEED = 20240612  # fixed: which label sets novel2 and dev hold out does not depend on data.seed
+DEV_FRACTION = 0.25  # share of the feasible length-3 label sets that go to dev (the rest to test)
+HOLDOUT_RESTARTS = 64  # random orders the hold-out rule tries (see balanced_holdout)
 
 
 @dataclass
@@ -371,6 +390,80 @@ def feasible_label_sets(lengths: tuple[int, ...], cfg: DataConfig, table: Signat
     return np.sort(candidates[rate >= min_rate])
 
 
+def primitive_counts(label_sets: np.ndarray) -> np.ndarray:
+    """How many of the label sets (bitmasks) each primitive occurs in: int64 [P]."""
+    sets = np.asarray(label_sets, np.int64)
+    return ((sets[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).sum(axis=0)
+
+
+def holdout_count(fraction: float, available: int) -> int:
+    """How many of ``available`` label sets a hold-out of ``fraction`` takes: round half up, at least one if > 0."""
+    if fraction <= 0 or available == 0:
+        return 0
+    return max(1, int(np.floor(fraction * available + 0.5)))
+
+
+def balanced_holdout(candidates: np.ndarray, k: int, restarts: int = HOLDOUT_RESTARTS) -> np.ndarray:
+    """``k`` of the label sets ``candidates``, spread as evenly as possible over primitives.
+
+    The fixed rule behind novel2 and dev: each of ``restarts`` random orders of the (sorted)
+    candidates, drawn from :data:`HOLDOUT_SEED`, is filled greedily -- the next label set is the
+    first in that order whose primitives occur least among those chosen so far (smallest
+    largest count, then smallest total). The selection whose per-primitive counts have the
+    smallest spread (max - min over the primitives the candidates contain, then sum of squares)
+    wins; the earliest order wins ties. The result depends only on the candidate set and ``k``
+    (not on ``data.seed``, nor on the order the candidates are given in). Sorted int64 array.
+    """
+    candidates = np.unique(np.asarray(candidates, np.int64))
+    if not 0 <= k <= len(candidates):
+        raise ValueError(f"balanced_holdout: cannot take {k} of {len(candidates)} label sets")
+    member = (candidates[:, None] >> np.arange(NUM_PRIMITIVES)) & 1  # [C, P]
+    present = member.any(axis=0)
+    big = (NUM_PRIMITIVES + 1) * (len(candidates) + 1)
+    rng = np.random.default_rng(HOLDOUT_SEED)
+    best, best_score = None, None
+    for _ in range(restarts):
+        order = rng.permutation(len(candidates))
+        m = member[order]
+        counts = np.zeros(NUM_PRIMITIVES, np.int64)
+        free = np.ones(len(candidates), bool)
+        chosen = []
+        for _ in range(k):
+            largest = np.where(m == 1, counts, -1).max(axis=1)
+            score = np.where(free, largest * big + m @ counts, np.iinfo(np.int64).max)
+            i = int(np.argmin(score))  # first in order among the best
+            free[i] = False
+            counts += m[i]
+            chosen.append(order[i])
+        c = counts[present]
+        spread = (int(c.max() - c.min()) if len(c) else 0, int((c ** 2).sum()))
+        if best_score is None or spread < best_score:
+            best, best_score = chosen, spread
+    return np.sort(candidates[np.array(best, np.int64)]) if k else np.zeros(0, np.int64)
+
+
+def label_set_partition(cfg: DataConfig, table: SignatureTable | None = None) -> dict[str, np.ndarray]:
+    """The label sets (sorted int64 bitmasks) each split draws from: train, novel2, dev, test.
+
+    train + novel2 = the feasible label sets of lengths 1-2, novel2 = ``holdout_count(
+    cfg.novel2_fraction, F2)`` of the F2 feasible length-2 ones (:func:`balanced_holdout`);
+    dev + test = the feasible length-3 label sets, dev = ``holdout_count(DEV_FRACTION, F3)`` of
+    them. Fixed seeds throughout, so the partition depends on the generator params, never on
+    ``cfg.seed``. Raises ConfigError when novel2 would take every length-2 label set.
+    """
+    table = table or signature_table()
+    short = feasible_label_sets(SPLIT_LENGTHS["train"], cfg, table)
+    long = feasible_label_sets((3,), cfg, table)
+    pairs = short[[bin(int(m)).count("1") == 2 for m in short]]
+    k = holdout_count(cfg.novel2_fraction, len(pairs))
+    if len(pairs) and k >= len(pairs):
+        raise ConfigError(f"data.novel2_fraction {cfg.novel2_fraction} would hold out all {len(pairs)} feasible "
+                          f"length-2 label sets (train needs at least one)")
+    novel2 = balanced_holdout(pairs, k)
+    dev = balanced_holdout(long, holdout_count(DEV_FRACTION, len(long)) if len(long) > 1 else 0)
+    return {"train": np.setdiff1d(short, novel2), "novel2": novel2, "dev": dev, "test": np.setdiff1d(long, dev)}
+
+
 def _balanced(rng: np.random.Generator, label_sets: np.ndarray, n: int) -> np.ndarray:
     """n label sets cycling through ``label_sets`` (balanced), in random order."""
     return rng.permutation(np.resize(rng.permutation(label_sets), n))
@@ -434,30 +527,42 @@ def generate_probe(cfg: DataConfig, table: SignatureTable, train_sets: np.ndarra
 
 
 def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes], dict[str, list[int]]]:
-    """All five splits for ``cfg``: train, val (lengths 1-2), test, fewshot (length 3), probe.
+    """All splits for ``cfg``, in the order of :data:`SPLITS` (see the module docstring).
 
-    Returns the splits and the feasible label sets (bitmasks) of train/val and test/fewshot.
-    ``progress(name)`` is called after each split.
+    Returns the splits and the label sets (bitmasks) of :func:`label_set_partition`: train,
+    novel2, dev, test. With ``cfg.novel2_fraction == 0`` there is no novel2 split and its list
+    is empty. ``progress(name)`` is called once per name in SPLITS as that split is done (for
+    novel2 also when it is not written).
     """
     table = signature_table()
-    train_sets = feasible_label_sets((1, 2), cfg, table)
-    test_sets = feasible_label_sets((3,), cfg, table)
-    sizes = dict(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, fewshot=cfg.n_fewshot)
+    sets = label_set_partition(cfg, table)
+    sizes = dict(train=cfg.n_train, val=cfg.n_val, test=cfg.n_test, fewshot=cfg.n_fewshot, dev=cfg.n_dev,
+                 novel2=cfg.n_novel2)
+    partner = {"val": "train", "fewshot": "test"}  # the partner's label sets, none of its episodes
+    # episodes the split must not repeat (dev and novel2 have their own label sets; the hashes make
+    # "no episode occurs in two splits" hold literally, even for byte-equal grids)
+    avoid = {"val": ("train",), "fewshot": ("test",), "dev": ("train", "val", "test", "fewshot"),
+             "novel2": ("train", "val", "test", "fewshot", "dev")}
     splits: dict[str, Episodes] = {}
-    partner = {"val": "train", "fewshot": "test"}  # same label sets, disjoint episodes
-    for name in ("train", "val", "test", "fewshot"):
-        sets, hashes = {"train": train_sets, "test": test_sets}.get(name), None
+    for name in ("train", "val", "test", "fewshot", "dev", "novel2"):
+        label_sets = sets.get(name)
         if name in partner:
-            other = splits[partner[name]]
-            sets = np.unique(label_masks(other.program))
-            hashes = episode_hashes(other.inputs, other.outputs)
-        splits[name] = generate_split(name, sizes[name], cfg, table, sets, hashes)
+            label_sets = np.unique(label_masks(splits[partner[name]].program))
+        if name == "novel2" and not len(label_sets):  # novel2_fraction 0: nothing held out, no split
+            if progress:
+                progress(name)
+            continue
+        hashes = None
+        if name in avoid:
+            hashes = np.concatenate([episode_hashes(splits[o].inputs, splits[o].outputs) for o in avoid[name]])
+        splits[name] = generate_split(name, sizes[name], cfg, table, label_sets, hashes)
         if progress:
             progress(name)
-    splits["probe"] = generate_probe(cfg, table, train_sets, test_sets)
+    splits["probe"] = generate_probe(cfg, table, sets["train"], sets["test"])
     if progress:
         progress("probe")
-    return splits, {"train": train_sets.tolist(), "test": test_sets.tolist()}
+    splits = {name: splits[name] for name in SPLITS if name in splits}
+    return splits, {name: sets[name].tolist() for name in ("train", "novel2", "dev", "test")}
 
 
 def split_checksum(eps: Episodes) -> str:

@@ -1,11 +1,20 @@
 """Frozen episode stores: Zarr v3 (directory ``*.zarr``) or HDF5 (file ``*.h5``), same content.
 
-Layout: one group per split holding ``inputs``, ``outputs`` uint8 [N, S, 8, 8], ``labels``
-uint8 [N, P], ``program`` int16 [N, 3], ``args`` int16 [N, 3, 2], each in a single chunk.
-Root attributes: ``schema_version``, ``primitives`` (label order), ``parameters`` (meaning of
-(a, b) per primitive), ``grid_size``, ``colours``, ``data`` (the params used),
-``label_sets`` and ``checksums`` (SHA-256 per split, see
+Layout: one group per split (train, val, dev, test, fewshot, novel2, probe; older stores lack
+dev and novel2, and a store generated with ``data.novel2_fraction: 0`` has no novel2) holding
+``inputs``, ``outputs`` uint8 [N, S, 8, 8], ``labels`` uint8 [N, P], ``program`` int16 [N, 3],
+``args`` int16 [N, 3, 2], each in a single chunk. Root attributes: ``schema_version``,
+``primitives`` (label order), ``parameters`` (meaning of (a, b) per primitive), ``grid_size``,
+``colours``, ``episode_pairs``, ``data`` (the params used), ``splits`` (counts), ``label_sets``
+(bitmasks each split draws from: train, novel2, dev, test), ``holdout`` (the fixed rule's seed
+and fractions), ``probe`` and ``checksums`` (SHA-256 per split, see
 :func:`mcl.data.generator.split_checksum`).
+
+Zarr keeps them as group attributes. HDF5 keeps each under its own name as a root attribute
+(numbers and strings natively, lists of strings as string arrays, nested values as JSON
+strings) so plain h5py / h5dump users see them, and all of them once more as one JSON string
+in the root attribute ``mcl``: the record mcl reads (stores written before the named
+attributes have only ``mcl``); the named attributes must agree with it.
 
 Writes go to a temporary path that is renamed into place, so a killed writer never
 leaves a partial store at the final path. Reads check the schema version, dtypes,
@@ -22,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.config import DataConfig, to_dict
-from mcl.data.generator import SPLITS, Episodes, split_checksum
+from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, SPLITS, Episodes, split_checksum
 from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
 from mcl.errors import StoreError, brief
 
@@ -52,9 +61,41 @@ def store_attrs(splits: dict[str, Episodes], cfg: DataConfig, label_sets: dict[s
         "data": to_dict(cfg),
         "splits": {name: len(eps) for name, eps in splits.items()},
         "label_sets": label_sets or {},
+        "holdout": {"seed": HOLDOUT_SEED, "restarts": HOLDOUT_RESTARTS, "novel2_fraction": cfg.novel2_fraction,
+                    "dev_fraction": DEV_FRACTION},
         "probe": {"programs": cfg.probe_programs, "episodes_per_program": cfg.probe_episodes},
         "checksums": {name: split_checksum(eps) for name, eps in splits.items()},
     }
+
+
+def _h5_native(value):
+    """``(stored, is_json)``: how a root attribute is written under its own name in HDF5."""
+    import h5py
+
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value, False
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return np.array(value, dtype=h5py.string_dtype()), False
+    return json.dumps(value), True
+
+
+def _h5_decode(raw, expected):
+    """A named HDF5 root attribute as the Python value it encodes (JSON decoded where ``expected`` was encoded)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if isinstance(raw, np.ndarray):
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in raw.tolist()]
+    if isinstance(raw, np.generic):
+        raw = raw.item()
+    return json.loads(raw) if _h5_native(expected)[1] else raw
+
+
+def _write_h5_attrs(f, attrs: dict) -> None:
+    for name, value in attrs.items():
+        if name == "mcl":
+            raise ValueError("store attribute name 'mcl' is reserved for the JSON record")
+        f.attrs[name] = _h5_native(value)[0]
+    f.attrs["mcl"] = json.dumps(attrs)
 
 
 def _replace(tmp: Path, path: Path) -> None:
@@ -123,7 +164,7 @@ def write_store(path: str | os.PathLike, splits: dict[str, Episodes], attrs: dic
                         arr = np.ascontiguousarray(getattr(eps, field))
                         group.create_dataset(field, data=arr, compression="gzip", compression_opts=4,
                                              chunks=arr.shape if arr.size else None)
-                f.attrs["mcl"] = json.dumps(attrs)
+                _write_h5_attrs(f, attrs)
         _replace(tmp, path)
     except BaseException:
         if tmp.exists():
@@ -145,6 +186,7 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: not a Zarr v3 store (no zarr.json in the directory)")
         if self.format == "hdf5" and not self.path.is_file():
             raise StoreError(f"{self.path}: not an HDF5 file (a directory; expected a file)")
+        named = {}  # HDF5: the root attributes stored under their own names
         try:
             if self.format == "zarr":
                 import zarr
@@ -160,6 +202,7 @@ class EpisodeStore:
                     if "mcl" not in f.attrs:
                         raise StoreError(f"{self.path}: not an mcl episode store (no 'mcl' attribute)")
                     self.attrs = json.loads(f.attrs["mcl"])
+                    named = {name: f.attrs[name] for name in self.attrs if name in f.attrs}
         except StoreError:
             raise
         except Exception as e:
@@ -170,6 +213,14 @@ class EpisodeStore:
                              f"this mcl reads {SCHEMA_VERSION})")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema_version {version!r} but this mcl reads {SCHEMA_VERSION}")
+        if self.format == "hdf5":  # the named attributes (absent in older stores) must say what 'mcl' says
+            for name, raw in named.items():
+                try:
+                    same = _h5_decode(raw, self.attrs[name]) == self.attrs[name]
+                except (ValueError, TypeError, AttributeError):
+                    same = False
+                if not same:
+                    raise StoreError(f"{self.path}: root attribute {name!r} disagrees with the 'mcl' attribute")
         for key in ("primitives", "checksums", "splits"):
             if key not in self.attrs:
                 raise StoreError(f"{self.path}: attribute {key!r} missing")
@@ -237,3 +288,15 @@ def open_store(path: str | os.PathLike) -> EpisodeStore:
 
 __all__ = ["SCHEMA_VERSION", "SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
            "store_format"]
+
+
+def generate_store(cfg: DataConfig, path: str | os.PathLike) -> DataConfig:
+    """Generate the splits of ``cfg`` into a new store at ``path``; ``cfg`` with ``store`` set to it."""
+    import dataclasses
+
+    from mcl.data.generator import generate_dataset
+
+    cfg = dataclasses.replace(cfg, store=str(path))
+    splits, label_sets = generate_dataset(cfg)
+    write_store(path, splits, store_attrs(splits, cfg, label_sets))
+    return cfg

@@ -43,7 +43,8 @@ class LossManager:
     cross-entropy of ``aux_logits`` against the multi-hot labels; ``share`` is
     :func:`~mcl.losses.share.share_loss` (skipped when ``loss.beta == 0``, computed without
     gradient while the scheduled weight is 0); ``sae`` is :func:`~mcl.losses.sae.sae_loss`
-    with the controller's current L1 coefficient.
+    with the controller's current L1 coefficient, on detached ``h`` when ``loss.sae.detach``
+    (then only the SAE learns from it; the model must also have been run with ``detach_sae``).
 
     Parameters
     ----------
@@ -113,7 +114,8 @@ class LossManager:
         task = task_loss(logits, target, cfg.task)
         aux = F.binary_cross_entropy_with_logits(aux_logits, labels.to(aux_logits.dtype))
         l1_coef = self.controller.value
-        sae, sae_metrics = sae_loss(h, h_hat, z, l1_coef)
+        # loss.sae.detach: the SAE observes h (the model fed it h.detach()); its terms train only the SAE
+        sae, sae_metrics = sae_loss(h.detach() if cfg.sae.detach else h, h_hat, z, l1_coef)
 
         total = task + w["alpha"] * aux + w["gamma"] * sae
         comps: dict[str, float] = {}
@@ -122,7 +124,8 @@ class LossManager:
             sc = cfg.share
             with torch.set_grad_enabled(torch.is_grad_enabled() and w["beta"] > 0):
                 share, stats = share_loss(h, labels, groups, sc.k, sc.eps, detach=sc.detach, repel=sc.repel,
-                                          bank=self.bank, generator=self.generator, update_bank=update)
+                                          bank=self.bank, generator=self.generator, update_bank=update,
+                                          objective=sc.objective)
             if w["beta"] > 0:
                 total = total + w["beta"] * share
             share_value = float(share.detach())

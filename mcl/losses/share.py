@@ -2,31 +2,45 @@
 
 A batch holds ``G`` groups of ``m`` episodes, each group sharing one label set. For
 each group the top-``k`` principal directions of its (centred) task vectors form an
-orthonormal basis ``U_g`` [d, k]; pairs of groups are pulled together in proportion
-to the Jaccard overlap of their label sets, using the projection distance
+orthonormal basis ``U_g`` [d, k]. Subspaces are compared with the projection distance
 
     dist(U_i, U_j) = 1 - ||U_i^T U_j||_F^2 / k = ||P_i - P_j||_F^2 / (2k),
 
-which is the mean of ``sin^2`` over the ``k`` principal angles (0: same subspace,
-1: orthogonal subspaces). Bases come from the ``m x m`` Gram matrix of each group,
-so nothing of size ``d x d`` is ever formed.
-"""
+the mean of ``sin^2`` over the ``k`` principal angles (0: same subspace, 1: orthogonal
+subspaces), and ``sim = 1 - dist``. The default objective (``match``) asks the
+similarity of every pair of groups to equal the Jaccard overlap ``J`` of their label
+sets, ``mean_{i<j} (sim_ij - J_ij)^2``: disjoint groups are pushed towards orthogonal
+subspaces, overlapping ones towards partial alignment. The older ``attract`` form only
+pulls overlapping groups together, and is minimised by collapsing every group onto one
+subspace. Bases come from the ``m x m`` Gram matrix of each group, so nothing of size
+``d x d`` is ever formed. The module also holds the manipulation-check metrics
+(:func:`manipulation_metrics`) that measure whether ``h`` has that structure."""
 
 from __future__ import annotations
 
 import statistics
 import time
 
+import numpy as np
 import torch
+from scipy.stats import rankdata
 
 __all__ = [
     "GramEigh",
     "gram_eigh",
     "group_bases",
     "projection_distance",
+    "pairwise_similarity",
     "jaccard",
     "label_keys",
+    "label_set_ids",
+    "OBJECTIVES",
+    "pair_objective",
     "share_loss",
+    "effective_rank",
+    "label_variance_fraction",
+    "subspace_geometry",
+    "manipulation_metrics",
     "EmaBasisBank",
     "naive_share_loss",
     "bench_share",
@@ -158,6 +172,14 @@ def projection_distance(U_i: torch.Tensor, U_j: torch.Tensor) -> torch.Tensor:
     return 1.0 - (U_i.mT @ U_j).pow(2).sum((-2, -1)) / k
 
 
+def pairwise_similarity(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Subspace similarity ``||U_a^T V_b||_F^2 / k = 1 - dist(U_a, V_b)`` of every pair.
+
+    ``U`` [n, d, k], ``V`` [r, d, k] orthonormal bases -> [n, r], in [0, 1].
+    """
+    return torch.einsum("adk,bdl->abkl", U, V).pow(2).sum((-2, -1)) / U.shape[-1]
+
+
 # ---------------------------------------------------------------------------
 # label sets
 
@@ -276,6 +298,43 @@ class EmaBasisBank:
 # the loss
 
 
+OBJECTIVES = ("match", "attract")
+
+
+def _check_objective(objective: str, repel: float) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "match" and repel > 0:
+        raise ValueError("repel is an option of objective='attract'; 'match' already pushes disjoint groups apart")
+
+
+def pair_objective(sim: torch.Tensor, w: torch.Tensor, live: torch.Tensor, objective: str = "match",
+                   repel: float = 0.0) -> torch.Tensor:
+    """Share objective over the live pairs of a pair table.
+
+    Parameters
+    ----------
+    sim : [...] subspace similarity ``||U_i^T U_j||_F^2 / k = 1 - dist_ij`` per pair
+    w : [...] Jaccard overlap ``J_ij`` of the pair's label sets
+    live : [...] bool, pairs that take part (both bases well defined)
+    objective : ``"match"``: ``mean_live (sim - J)^2``; ``"attract"``:
+        ``sum_live J (1 - sim) / sum_live J + repel * mean_{live, J=0} sim``
+
+    Returns
+    -------
+    scalar; 0 (finite zero gradient) when a mean or ratio has no pair.
+    """
+    zero = torch.zeros_like(sim)
+    if objective == "match":
+        return torch.where(live, (sim - w).pow(2), zero).sum() / live.sum().clamp_min(1)
+    w_live = torch.where(live, w, zero)
+    loss = (w_live * (1.0 - sim)).sum() / w_live.sum().clamp_min(1e-12)
+    if repel > 0:
+        disjoint = live & (w == 0)
+        loss = loss + repel * torch.where(disjoint, sim, zero).sum() / disjoint.sum().clamp_min(1)
+    return loss
+
+
 def share_loss(
     h: torch.Tensor,
     labels: torch.Tensor,
@@ -287,34 +346,40 @@ def share_loss(
     bank: EmaBasisBank | None = None,
     generator: torch.Generator | None = None,
     update_bank: bool = True,
+    objective: str = "match",
 ) -> tuple[torch.Tensor, dict]:
     """Shared-subspace loss over the groups of one batch.
 
     ``h`` [B, d] and ``labels`` [B, P] are viewed as ``G = groups`` groups of
     ``m = B / G`` consecutive episodes; a group's label set is its first row. With
-    bases ``U_g`` from :func:`group_bases`, pair weights ``w_ij = Jaccard(L_i, L_j)`` and
-    ``dist`` the :func:`projection_distance`::
+    bases ``U_g`` from :func:`group_bases`, ``J_ij = Jaccard(L_i, L_j)`` and
+    ``sim_ij = ||U_i^T U_j||_F^2 / k = 1 - dist_ij`` (:func:`pairwise_similarity`), over
+    the live pairs ``i < j`` (see :func:`pair_objective`)::
 
-        loss = sum_{i<j, w_ij>0} w_ij dist(U_i, U_j) / sum_{i<j} w_ij
-               + repel * mean_{i<j, w_ij=0} (1 - dist(U_i, U_j))
+        match:   loss = mean_{i<j} (sim_ij - J_ij)^2
+        attract: loss = sum_{i<j} J_ij dist_ij / sum_{i<j} J_ij
+                        + repel * mean_{i<j, J_ij=0} sim_ij
 
-    (each term 0, with a finite zero gradient, when it has no pairs). ``detach`` stops the
-    gradient through ``U_j`` (the later group of each pair). Degenerate groups take part
-    with their fallback basis, which carries no gradient. Half-precision ``h`` is
+    ``repel`` is only accepted with ``attract`` (ValueError otherwise). A pair is live
+    unless one of its groups is degenerate (fallback basis): such pairs are left out of
+    the sums and the normalisers, so a degenerate group changes neither the loss nor its
+    gradient. With no live pair the loss is 0 with a finite zero gradient. ``detach`` stops
+    the gradient through ``U_j`` (the later group of each pair). Half-precision ``h`` is
     computed in float32.
 
     With a ``bank`` (EMA mode), the pairs are (group i, stored label set s) for every
-    stored ``s`` different from ``L_i``, with targets ``B_s`` (no gradient) and the same
-    weights and normalisation (``detach`` has no effect); after the loss, non-degenerate
-    groups are folded into the bank when ``update_bank``.
+    stored ``s`` different from ``L_i``, with targets ``B_s`` (no gradient), the same
+    objective and the same live rule (``detach`` has no effect); after the loss,
+    non-degenerate groups are folded into the bank when ``update_bank``.
 
     Returns
     -------
     loss : scalar
     stats : dict of floats: ``share_fallbacks`` (degenerate groups), ``share_pairs``
-        (pairs with ``w > 0``), ``share_mean_dist`` (mean dist over those pairs, NaN
-        if none), ``share_disjoint_pairs`` (pairs with ``w = 0``).
+        (live pairs with ``J > 0``), ``share_mean_dist`` (mean dist over those, NaN if
+        none), ``share_disjoint_pairs`` (live pairs with ``J = 0``).
     """
+    _check_objective(objective, repel)
     B, d = h.shape
     if B % groups:
         raise ValueError(f"batch size {B} is not divisible by groups={groups}")
@@ -326,38 +391,33 @@ def share_loss(
 
     if bank is None:
         w = jaccard(sets, sets, U.dtype)
-        Uj = U.detach() if detach else U
-        dist = 1.0 - torch.einsum("idk,jdl->ijkl", U, Uj).pow(2).sum((-2, -1)) / k  # [G, G]
+        sim = pairwise_similarity(U, U.detach() if detach else U)  # [G, G]
         pair = torch.ones(groups, groups, dtype=torch.bool, device=h.device).triu(1)
+        live = pair & ok[:, None] & ok[None, :]
     else:
         keys = label_keys(sets)
         if len(bank):
             bkeys, bases = bank.targets()
-            bases = bases.to(device=U.device, dtype=U.dtype)
-            w = jaccard(sets, _keys_to_sets(bkeys.to(U.device), sets.shape[-1]), U.dtype)
-            dist = 1.0 - torch.einsum("idk,sdl->iskl", U, bases).pow(2).sum((-2, -1)) / k  # [G, S]
-            pair = keys.unsqueeze(1) != bkeys.to(U.device).unsqueeze(0)
+            bkeys = bkeys.to(U.device)
+            w = jaccard(sets, _keys_to_sets(bkeys, sets.shape[-1]), U.dtype)
+            sim = pairwise_similarity(U, bases.to(device=U.device, dtype=U.dtype))  # [G, S]
         else:
-            w = dist = U.new_zeros(groups, 0)
-            pair = torch.zeros(groups, 0, dtype=torch.bool, device=h.device)
+            bkeys = keys.new_zeros(0)
+            w = sim = U.new_zeros(groups, 0)
+        live = (keys[:, None] != bkeys[None, :]) & ok[:, None]  # stored bases are never fallbacks
 
-    attract_w = torch.where(pair, w, torch.zeros_like(w))
-    loss = (attract_w * dist).sum() / attract_w.sum().clamp_min(1e-12)
-    disjoint = pair & (w == 0)
-    if repel > 0:
-        n_dis = disjoint.sum()
-        loss = loss + repel * torch.where(disjoint, 1.0 - dist, torch.zeros_like(dist)).sum() / n_dis.clamp_min(1)
-    if h.requires_grad and not loss.requires_grad:  # no live pair: keep a zero gradient path to h
+    loss = pair_objective(sim, w, live, objective, repel)
+    if h.requires_grad and not loss.requires_grad:  # no pair at all: keep a zero gradient path to h
         loss = loss + torch.where(torch.isfinite(h), h, torch.zeros_like(h)).sum() * 0.0
 
     with torch.no_grad():
-        attract = pair & (w > 0)
-        n_pairs = int(attract.sum())
+        overlap = live & (w > 0)
+        n_pairs = int(overlap.sum())
         stats = {
             "share_fallbacks": int((~ok).sum()),
             "share_pairs": n_pairs,
-            "share_mean_dist": float(dist[attract].mean()) if n_pairs else float("nan"),
-            "share_disjoint_pairs": int(disjoint.sum()),
+            "share_mean_dist": float(1.0 - sim[overlap].mean()) if n_pairs else float("nan"),
+            "share_disjoint_pairs": int((live & (w == 0)).sum()),
         }
     if bank is not None and update_bank and bool(ok.any()):
         bank.update(keys[ok], U[ok].detach())
@@ -365,18 +425,212 @@ def share_loss(
 
 
 # ---------------------------------------------------------------------------
+# manipulation-check metrics (no gradient, floats out)
+
+
+def label_set_ids(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer id of each row's label set.
+
+    Parameters
+    ----------
+    labels : [N, P] multi-hot
+
+    Returns
+    -------
+    ids : long [N], in ``[0, n_ids)``
+    sets : bool [n_ids, P], the distinct label sets (row ``s`` is the set of id ``s``)
+    """
+    sets, ids = torch.unique(labels != 0, dim=0, return_inverse=True)
+    return ids, sets
+
+
+def _analysis_copy(h: torch.Tensor) -> torch.Tensor | None:
+    """``h`` detached in float64, or None when it holds a non-finite value."""
+    h = h.detach().double()
+    return h if bool(torch.isfinite(h).all()) else None
+
+
+def _centred_energy(h: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Centred rows ``h - mean(h)`` and the rounding floor of their energy (as in :func:`group_bases`)."""
+    floor = (64 * torch.finfo(h.dtype).eps) ** 2 * float(h.pow(2).sum())
+    return h - h.mean(0), floor
+
+
+@torch.no_grad()
+def effective_rank(h: torch.Tensor) -> float:
+    """Participation ratio of the singular values ``s`` of the centred ``h`` [N, d].
+
+    ``(sum s^2)^2 / sum s^4``, in ``[1, min(N - 1, d)]``: ``r`` for ``r`` orthogonal
+    directions of equal variance. NaN when ``h`` is constant (to rounding) or non-finite.
+    """
+    h = _analysis_copy(h)
+    if h is None:
+        return float("nan")
+    x, floor = _centred_energy(h)
+    s2 = torch.linalg.svdvals(x).pow(2)
+    total = float(s2.sum())
+    return total**2 / float(s2.pow(2).sum()) if total > floor else float("nan")
+
+
+@torch.no_grad()
+def label_variance_fraction(h: torch.Tensor, ids: torch.Tensor) -> float:
+    """Fraction of the total variance of ``h`` explained by label-set identity.
+
+    ``sum_g n_g ||mean_g - mean||^2 / sum_n ||h_n - mean||^2`` (between-group over total
+    sum of squares, summed over dimensions; an R^2 in [0, 1]).
+
+    Parameters
+    ----------
+    h : [N, d]
+    ids : long [N], group of each row
+
+    Returns
+    -------
+    float; NaN when ``h`` is constant (to rounding) or non-finite.
+    """
+    h = _analysis_copy(h)
+    if h is None:
+        return float("nan")
+    x, floor = _centred_energy(h)
+    _, inv, counts = torch.unique(ids.to(h.device), return_inverse=True, return_counts=True)
+    means = x.new_zeros(len(counts), x.shape[1]).index_add_(0, inv, x) / counts[:, None]
+    total = float(x.pow(2).sum())
+    between = float((counts[:, None] * means.pow(2)).sum())
+    return between / total if total > floor else float("nan")
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman rank correlation (average ranks for ties) of [n] and [n]; NaN if undefined."""
+    if x.numel() < 2:
+        return float("nan")
+    rx, ry = rankdata(x.cpu().numpy()), rankdata(y.cpu().numpy())
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _mean_or_nan(x: torch.Tensor) -> float:
+    return float(x.mean()) if x.numel() else float("nan")
+
+
+def _group_pair_tables(h: torch.Tensor, ids: torch.Tensor, sets: torch.Tensor, k: int,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sim, J)`` [n_pairs] over the pairs ``i < j`` of the usable id groups of ``h``."""
+    h = _analysis_copy(h)
+    empty = torch.zeros(0, dtype=torch.float64)
+    if h is None:
+        return empty, empty
+    ids = ids.to(h.device)
+    gids, bases = [], []
+    for g in torch.unique(ids).tolist():
+        U, ok = group_bases(h[ids == g][None], k, eps)  # fewer than k + 1 rows: degenerate
+        if bool(ok[0]):
+            gids.append(g)
+            bases.append(U[0])
+    if len(bases) < 2:
+        return empty, empty
+    U = torch.stack(bases)
+    group_sets = sets.to(h.device)[torch.tensor(gids, device=h.device)]
+    i, j = torch.triu_indices(len(gids), len(gids), 1, device=h.device)
+    return pairwise_similarity(U, U)[i, j], jaccard(group_sets, group_sets, torch.float64)[i, j]
+
+
+@torch.no_grad()
+def subspace_geometry(h: torch.Tensor, ids: torch.Tensor, sets: torch.Tensor, k: int, eps: float) -> dict:
+    """Do groups that share primitives span closer subspaces than disjoint ones?
+
+    Groups are the distinct ``ids``; each gets its top-``k`` basis from :func:`group_bases`
+    (float64). Groups with fewer than ``k + 1`` rows or a degenerate basis are skipped.
+    Over the pairs ``i < j`` of the remaining groups, with ``dist`` the
+    :func:`projection_distance` and ``J`` the Jaccard overlap of their label sets:
+
+    - ``overlap_dist``: mean ``dist`` over pairs with ``J > 0``; ``disjoint_dist``: over ``J = 0``
+    - ``gap = disjoint_dist - overlap_dist`` (positive: the intended structure)
+    - ``jaccard_spearman``: Spearman correlation of ``J`` and ``sim = 1 - dist`` over all pairs
+    - ``n_overlap``, ``n_disjoint``: pair counts
+
+    Means over no pair, and correlations over fewer than 2 pairs or constant ranks, are NaN.
+
+    Parameters
+    ----------
+    h : [N, d]
+    ids : long [N], label-set id of each row, indexing ``sets``
+    sets : [n_ids, P] multi-hot label set of each id
+    k : directions per group
+    eps : relative eigenvalue floor / gap of :func:`group_bases`
+
+    Returns
+    -------
+    dict of floats with the keys above.
+    """
+    sim, J = _group_pair_tables(h, ids, sets, k, eps)
+    overlap, disjoint = J > 0, J == 0
+    o, dj = _mean_or_nan(1.0 - sim[overlap]), _mean_or_nan(1.0 - sim[disjoint])
+    return {"overlap_dist": o, "disjoint_dist": dj, "gap": dj - o, "jaccard_spearman": _spearman(J, sim),
+            "n_overlap": float(overlap.sum()), "n_disjoint": float(disjoint.sum())}
+
+
+def _grouped_match_objective(h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, eps: float) -> float:
+    """The ``match`` :func:`share_loss` on the ``groups`` layout; NaN if rows of a group differ in
+    label set, ``B`` is not divisible by ``groups``, or no pair is live."""
+    B = h.shape[0]
+    if groups < 2 or B % groups:
+        return float("nan")
+    sets = (labels != 0).reshape(groups, B // groups, -1)
+    if not bool((sets == sets[:, :1]).all()):
+        return float("nan")
+    loss, stats = share_loss(h.detach(), labels, groups, k, eps, objective="match")
+    live = stats["share_pairs"] + stats["share_disjoint_pairs"]
+    return float(loss) if live else float("nan")
+
+
+@torch.no_grad()
+def manipulation_metrics(h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, eps: float) -> dict[str, float]:
+    """Manipulation checks of the share loss on one training batch.
+
+    Parameters
+    ----------
+    h : [B, d] task vectors
+    labels : [B, P] multi-hot label sets
+    groups : ``G`` of the grouped layout (``G`` consecutive groups of ``m = B / G`` rows)
+    k, eps : as in :func:`share_loss`
+
+    Returns
+    -------
+    dict of floats: ``share_objective`` (the ``match`` :func:`share_loss` on the ``G``-groups
+    layout; NaN when the layout does not hold, i.e. rows of a group differ in label set,
+    as with random sampling), the :func:`subspace_geometry` keys ``overlap_dist``,
+    ``disjoint_dist``, ``gap``, ``jaccard_spearman`` over groups formed by label-set
+    identity (not position, so it also works for random sampling), ``effective_rank``
+    (:func:`effective_rank`) and ``label_r2`` (:func:`label_variance_fraction` by label set).
+    """
+    ids, sets = label_set_ids(labels)
+    geo = subspace_geometry(h, ids, sets, k, eps)
+    return {
+        "share_objective": _grouped_match_objective(h, labels, groups, k, eps),
+        **{key: geo[key] for key in ("overlap_dist", "disjoint_dist", "gap", "jaccard_spearman")},
+        "effective_rank": effective_rank(h),
+        "label_r2": label_variance_fraction(h, ids),
+    }
+
+
+# ---------------------------------------------------------------------------
 # reference implementation and benchmark
 
 
 def naive_share_loss(
-    h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, detach: bool = False, repel: float = 0.0
+    h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, detach: bool = False, repel: float = 0.0,
+    objective: str = "match",
 ) -> torch.Tensor:
     """Reference for :func:`share_loss` (no bank, no fallback), computed the obvious way.
 
     Per group: ``d x d`` covariance, ``torch.linalg.eigh``, top-``k`` eigenvectors ``U``,
-    projector ``P = U U^T``; per pair: ``||P_i - P_j||_F^2 / (2k)`` in a Python loop.
-    Slow (``O(G d^3 + G^2 d^2)``); for tests and the benchmark only.
+    projector ``P = U U^T``; per pair: ``dist = ||P_i - P_j||_F^2 / (2k)``,
+    ``sim = 1 - dist`` and the Jaccard overlap ``J`` in a Python loop; then ``match``:
+    ``mean (sim - J)^2`` over all pairs, or ``attract``: ``sum J dist / sum J`` plus
+    ``repel * mean_{J=0} sim``. Slow (``O(G d^3 + G^2 d^2)``); for tests and the benchmark only.
     """
+    _check_objective(objective, repel)
     B, d = h.shape
     m = B // groups
     hg = h.reshape(groups, m, d)
@@ -387,6 +641,7 @@ def naive_share_loss(
         _, vecs = torch.linalg.eigh(X.T @ X)
         U = vecs[:, -k:]
         projectors.append(U @ U.T)
+    sq, n_pairs = h.new_zeros(()), 0
     num = h.new_zeros(())
     den = 0.0
     rep, n_rep = h.new_zeros(()), 0
@@ -397,12 +652,16 @@ def naive_share_loss(
             wij = int((a & b).sum()) / union if union else 0.0
             Pj = projectors[j].detach() if detach else projectors[j]
             dist = (projectors[i] - Pj).pow(2).sum() / (2 * k)
+            sq = sq + (1.0 - dist - wij) ** 2
+            n_pairs += 1
             if wij > 0:
                 num = num + wij * dist
                 den += wij
             else:
                 rep = rep + (1.0 - dist)
                 n_rep += 1
+    if objective == "match":
+        return sq / n_pairs if n_pairs else sq
     loss = num / den if den > 0 else num
     if repel > 0 and n_rep:
         loss = loss + repel * rep / n_rep

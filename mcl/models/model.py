@@ -11,6 +11,9 @@ sees the demonstrations.
       query = inputs[:, -1]  --executor(query, h or h_hat)--> logits [B, 10, 8, 8]
       h or z --aux_head--> aux_logits [B, P]  (primitive labels)
 
+The oracle-task control (``model.encoder: oracle``) replaces the encoder by an embedding of
+the true program (primitive and parameters per step): it bounds what task inference can reach.
+
 Shape letters: B batch, k demonstration pairs, T tokens per grid = (8 / patch)^2,
 d = d_model.
 """
@@ -242,6 +245,40 @@ class GRUEncoder(nn.Module):
         return h, acts
 
 
+class ProgramEncoder(nn.Module):
+    """Oracle-task control: the true program, not the demonstrations, gives the task vector.
+
+    Each of the 3 steps is one token ``primitive * MAX_PARAMS + parameter row`` (a padding
+    token for absent steps) plus a step-position embedding; the concatenated step vectors go
+    through an MLP to ``h``. Same interface as the other encoders, with the program instead
+    of the demonstrations.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        from mcl.data.primitives import MAX_PARAMS, NUM_PRIMITIVES, PARAM_INDEX
+
+        d = cfg.d_model
+        self.register_buffer("param_index", torch.as_tensor(PARAM_INDEX), persistent=False)  # [P, 12, 12]
+        self.max_params, self.pad = MAX_PARAMS, NUM_PRIMITIVES * MAX_PARAMS
+        self.step = nn.Embedding(self.pad + 1, d)
+        self.position = nn.Embedding(3, d)
+        self.mlp = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.ln_f = nn.LayerNorm(d)
+        self.to_h = nn.Linear(d, cfg.h_dim)
+
+    def forward(self, program: torch.Tensor, args: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """program [B, 3] (primitive per step, -1 padding), args [B, 3, 2] -> (h [B, h_dim], acts)."""
+        program, args = program.long(), args.long()
+        prim = program.clamp_min(0)
+        row = self.param_index[prim, args[..., 0] + 2, args[..., 1] + 2]                  # [B, 3]
+        token = torch.where(program >= 0, prim * self.max_params + row, torch.full_like(prim, self.pad))
+        x = self.step(token) + self.position.weight                                       # [B, 3, d]
+        x = self.mlp(x.flatten(1))                                                        # [B, d]
+        h = self.to_h(self.ln_f(x))
+        return h, {"enc.0": x, "h": h}
+
+
 # ---------------------------------------------------------------------------
 # sparse autoencoder on the bottleneck
 
@@ -393,6 +430,8 @@ class MCLModel(nn.Module):
             self.encoder = TransformerEncoder(cfg, max_demos)
         elif cfg.encoder == "gru":
             self.encoder = GRUEncoder(cfg, max_demos)
+        elif cfg.encoder == "oracle":
+            self.encoder = ProgramEncoder(cfg)
         else:
             raise ValueError(f"unknown encoder {cfg.encoder!r}")
         self.sae = SparseAutoencoder(cfg.h_dim, cfg.sae_dim, cfg.sae_kind, cfg.sae_topk)
@@ -417,7 +456,8 @@ class MCLModel(nn.Module):
         """Query grid [B, 8, 8] and task vector [B, h_dim] -> logits [B, 10, 8, 8]."""
         return self.executor(query.long(), task_vec)
 
-    def forward(self, inputs: torch.Tensor, outputs: torch.Tensor) -> ModelOutput:
+    def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, program: torch.Tensor | None = None,
+                args: torch.Tensor | None = None, detach_sae: bool = False) -> ModelOutput:
         """Run a batch of episodes.
 
         Parameters
@@ -425,6 +465,9 @@ class MCLModel(nn.Module):
         inputs, outputs : uint8 or long Tensor [B, S, 8, 8]
             Pairs [:, :-1] are demonstrations, ``inputs[:, -1]`` is the query
             (``outputs[:, -1]`` is the target and is not read).
+        program, args : [B, 3], [B, 3, 2]
+            The true program; read only by the oracle encoder (``model.encoder: oracle``).
+        detach_sae : the SAE reads ``h.detach()``, so its losses cannot shape the encoder
 
         Returns
         -------
@@ -432,8 +475,13 @@ class MCLModel(nn.Module):
         """
         if inputs.ndim != 4 or inputs.shape[1] < 2:
             raise ValueError(f"inputs must be [B, S >= 2, 8, 8], got {tuple(inputs.shape)}")
-        h, acts = self.encode(inputs[:, :-1], outputs[:, :-1])       # h [B, h_dim]
-        z, h_hat = self.sae(h)                                       # [B, sae_dim], [B, h_dim]
+        if self.cfg.encoder == "oracle":
+            if program is None or args is None:
+                raise ValueError("the oracle encoder needs the true program and args")
+            h, acts = self.encoder(program, args)                    # h [B, h_dim]
+        else:
+            h, acts = self.encode(inputs[:, :-1], outputs[:, :-1])   # h [B, h_dim]
+        z, h_hat = self.sae(h.detach() if detach_sae else h)         # [B, sae_dim], [B, h_dim]
         task = h_hat if self.cfg.decode_from == "h_hat" else h
         logits = self.execute(inputs[:, -1], task)                   # [B, 10, 8, 8]
         aux_logits = self.aux_head(h if self.cfg.aux_from == "h" else z)  # [B, P]

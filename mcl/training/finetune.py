@@ -10,8 +10,26 @@ each from a fresh copy of the trained model:
 * ``full``: train every parameter (the other control).
 
 Each trains for ``finetune.steps`` full-batch steps on the support episodes with the task
-loss, and is scored on the queries at step 0 and every ``eval_every`` steps. ``steps_to_threshold``
-is the first scored step with IoU >= ``finetune.threshold``, censored at ``steps + 1``.
+loss, and is scored on the queries at step 0 and every ``eval_every`` steps.
+
+Statistics of one run (:func:`curve_statistics`)
+------------------------------------------------
+Primary, measuring adaptation rather than the zero-shot starting point:
+
+* ``gain_iou`` / ``gain_exact_match`` (set by :func:`finetune_model`): final query score of
+  the method minus that of ``none`` on the same task at the same step budget (0 for ``none``);
+* ``target = iou0 + gap_fraction * (1 - iou0)``, ``iou0`` the run's step-0 IoU
+  (:func:`relative_target`): close ``gap_fraction`` of the task's own gap to a perfect score;
+* ``steps_to_target``: first scored step **after** step 0 with IoU >= ``target``; a run that
+  never reaches it is censored at ``steps + 1`` and has ``reached_target = False``. ``none``
+  never trains, so it is always censored.
+
+Secondary (absolute, zero-shot inclusive): ``steps_to_threshold`` is the first scored step,
+step 0 included, with IoU >= ``finetune.threshold`` (censored at ``steps + 1``, flag
+``reached``); a model already above the threshold before any update scores 0.
+
+Across tasks (:func:`summarise_method`) the times to the target are summarised by the
+Kaplan-Meier restricted mean time up to ``rmst_limit = steps + 1`` (:func:`restricted_mean_time`).
 """
 
 from __future__ import annotations
@@ -28,6 +46,10 @@ from mcl.data.generator import Episodes
 from mcl.evaluation.metrics import per_episode, summarise
 from mcl.losses.task import task_loss
 from mcl.models.adapters import freeze_except_inserted, inserted_parameters, insert_adapter, insert_lora
+
+# Per-run scalars averaged over tasks in each method's summary (booleans become fractions).
+SUMMARY_KEYS = ("final_iou", "final_exact_match", "steps_to_threshold", "reached", "wall_time_s",
+                "gain_iou", "gain_exact_match", "target", "steps_to_target", "reached_target")
 
 
 def fewshot_tasks(eps: Episodes, num_tasks: int, shots: int, queries: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -59,8 +81,14 @@ def _score(model, split: DeviceSplit, index: np.ndarray) -> dict[str, float]:
     return summarise(per_episode(pred, b["outputs"][:, -1].long()))
 
 
-def adapt(base, split: DeviceSplit, support: np.ndarray, query: np.ndarray, how: str, params: Params, seed: int) -> dict:
-    """Adapt a copy of ``base`` one way (``none``, ``lora``, ``adapter``, ``full``) and record its curve."""
+def adapt(base, split: DeviceSplit, support: np.ndarray, query: np.ndarray, how: str, params: Params,
+          seed: int) -> dict:
+    """Adapt a copy of ``base`` one way (``none``, ``lora``, ``adapter``, ``full``) and record its curve.
+
+    Returns the :func:`curve_statistics` of the curve (times censored at ``finetune.steps + 1``),
+    ``wall_time_s``, ``trainable_parameters`` and ``curve`` (rows ``{"step", "iou",
+    "exact_match"}``: step 0, every ``eval_every`` steps and the last step).
+    """
     cfg = params.finetune
     torch.manual_seed(seed)
     model = copy.deepcopy(base)
@@ -89,35 +117,185 @@ def adapt(base, split: DeviceSplit, support: np.ndarray, query: np.ndarray, how:
         if step % cfg.eval_every == 0 or step == steps:
             curve.append({"step": step, **_score(model, split, query)})
     wall = time.perf_counter() - t0
-    reached = [c["step"] for c in curve if c["iou"] >= cfg.threshold]
     return {
-        "final_iou": curve[-1]["iou"],
-        "final_exact_match": curve[-1]["exact_match"],
-        "steps_to_threshold": reached[0] if reached else cfg.steps + 1,
-        "reached": bool(reached),
+        **curve_statistics(curve, cfg.threshold, cfg.gap_fraction, cfg.steps + 1),
         "wall_time_s": wall,
         "trainable_parameters": sum(p.numel() for p in trainable) if steps else 0,
         "curve": curve,
     }
 
 
+# ---------------------------------------------------------------------------
+# statistics of curves (pure numpy)
+
+
+def relative_target(iou0: float, gap_fraction: float) -> float:
+    """IoU a run must reach relative to its own start: ``iou0 + gap_fraction * (1 - iou0)``.
+
+    ``iou0`` in ``[0, 1]`` is the step-0 (zero-shot) query IoU; ``gap_fraction`` in ``(0, 1)``
+    is the share of the remaining gap to 1 that must be closed.
+    """
+    if not 0.0 <= iou0 <= 1.0:
+        raise ValueError(f"iou0 must be in [0, 1], got {iou0}")
+    if not 0.0 < gap_fraction < 1.0:
+        raise ValueError(f"gap_fraction must be in (0, 1), got {gap_fraction}")
+    return float(iou0 + gap_fraction * (1.0 - iou0))
+
+
+def time_to_reach(steps, values, target: float, censor_at: int, count_step0: bool = False) -> tuple[int, bool]:
+    """First scored step whose value is ``>= target``, as a (possibly censored) time-to-event.
+
+    Parameters
+    ----------
+    steps : int ``[m]``, increasing scored steps (0 = before any update)
+    values : float ``[m]``, the score at each step
+    target : the level to reach
+    censor_at : time reported when the level is never reached (``finetune.steps + 1``)
+    count_step0 : whether step 0 may count as reaching it (only for the absolute,
+        zero-shot-inclusive threshold)
+
+    Returns
+    -------
+    (time, event)
+        ``(first step, True)`` when reached, else ``(censor_at, False)``.
+    """
+    steps = np.asarray(steps, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if steps.ndim != 1 or steps.shape != values.shape:
+        raise ValueError(f"steps and values must be 1-D of equal length, got {steps.shape} and {values.shape}")
+    if np.any(np.diff(steps) <= 0):
+        raise ValueError("steps must be strictly increasing")
+    hit = (values >= target) & ((steps > 0) | count_step0)
+    if not hit.any():
+        return int(censor_at), False
+    return int(steps[np.argmax(hit)]), True
+
+
+def curve_statistics(curve: list[dict], threshold: float, gap_fraction: float, censor_at: int) -> dict:
+    """Scalar statistics of one adaptation curve (rows ``{"step", "iou", "exact_match"}``, step 0 first).
+
+    Returns
+    -------
+    dict
+        ``final_iou``, ``final_exact_match`` (last row); ``steps_to_threshold``, ``reached``
+        (absolute ``threshold``, step 0 counts); ``target`` (:func:`relative_target` of the
+        step-0 IoU), ``steps_to_target``, ``reached_target`` (step 0 never counts). Times
+        are censored at ``censor_at``; see the module docstring.
+    """
+    if not curve or curve[0]["step"] != 0:
+        raise ValueError("a curve must start with its step-0 row")
+    steps = [c["step"] for c in curve]
+    iou = [c["iou"] for c in curve]
+    target = relative_target(iou[0], gap_fraction)
+    t_abs, e_abs = time_to_reach(steps, iou, threshold, censor_at, count_step0=True)
+    t_rel, e_rel = time_to_reach(steps, iou, target, censor_at)
+    return {
+        "final_iou": curve[-1]["iou"],
+        "final_exact_match": curve[-1]["exact_match"],
+        "steps_to_threshold": t_abs,
+        "reached": e_abs,
+        "target": target,
+        "steps_to_target": t_rel,
+        "reached_target": e_rel,
+    }
+
+
+def restricted_mean_time(times, events, limit: float) -> float:
+    """Kaplan-Meier restricted mean time-to-event up to ``limit``.
+
+    Parameters
+    ----------
+    times : float ``[n]``, non-negative observed times (event or censoring)
+    events : bool ``[n]``, True where the event was observed at ``times[i]``, False where the
+        observation was censored there
+    limit : upper end of the integral (``> 0``); here the censoring time ``steps + 1``
+
+    Returns
+    -------
+    float
+        ``integral_0^limit S(t) dt`` with ``S`` the Kaplan-Meier survival estimate,
+        ``S(t) = prod_{t_j <= t} (1 - d_j / n_j)`` over distinct event times ``t_j`` (``d_j``
+        events at ``t_j``, ``n_j`` observations with time ``>= t_j``: a censoring tied with an
+        event is still at risk). Between ``0`` and ``limit``; NaN for ``n = 0``. When every
+        censoring happens at or after ``limit`` this equals ``mean(min(times, limit))``.
+    """
+    t = np.asarray(times, dtype=np.float64).ravel()
+    e = np.asarray(events).ravel()
+    if t.shape != e.shape:
+        raise ValueError(f"times and events must have the same length, got {t.size} and {e.size}")
+    if e.dtype != bool and not np.all(np.isin(e, (0, 1))):
+        raise ValueError("events must be boolean (or 0/1)")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ValueError("times must be finite and non-negative")
+    if not np.isfinite(limit) or limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    if t.size == 0:
+        return float("nan")
+    e = e.astype(bool)
+    event_times = np.unique(t[e & (t <= limit)])
+    at_risk = (t[None, :] >= event_times[:, None]).sum(axis=1)
+    deaths = ((t[None, :] == event_times[:, None]) & e[None, :]).sum(axis=1)
+    surv = np.cumprod(1.0 - deaths / at_risk)  # S just after each event time
+    edges = np.concatenate([[0.0], event_times, [float(limit)]])
+    levels = np.concatenate([[1.0], surv])  # S on [edges[i], edges[i + 1])
+    return float(np.sum(levels * np.diff(edges)))
+
+
+def rmst_to_target(runs: list[dict], limit: float) -> float:
+    """:func:`restricted_mean_time` of ``steps_to_target`` / ``reached_target`` over per-task runs.
+
+    ``runs`` are result dicts of :func:`adapt` (any mix of tasks and seeds, e.g. one method's
+    runs pooled over seeds); ``limit`` is ``finetune.steps + 1``.
+    """
+    return restricted_mean_time([r["steps_to_target"] for r in runs], [r["reached_target"] for r in runs], limit)
+
+
+def gains(runs: dict[str, dict], reference: str = "none") -> dict[str, dict[str, float]]:
+    """Gain of each way of adapting one task over ``reference`` at the same step budget.
+
+    ``runs`` maps a method name to its :func:`adapt` result on the same task (and seed).
+    Returns ``{method: {"gain_iou": final_iou - final_iou[reference], "gain_exact_match": ...}}``
+    (0 for the reference itself).
+    """
+    ref = runs[reference]
+    return {how: {"gain_iou": float(r["final_iou"] - ref["final_iou"]),
+                  "gain_exact_match": float(r["final_exact_match"] - ref["final_exact_match"])}
+            for how, r in runs.items()}
+
+
+def summarise_method(runs: list[dict], limit: float) -> dict:
+    """Means over tasks of one method's per-run scalars (:data:`SUMMARY_KEYS`), plus survival.
+
+    Returns the mean of each key of :data:`SUMMARY_KEYS` (fractions for the ``reached*``
+    flags), ``rmst_to_target`` (:func:`rmst_to_target` up to ``limit``), ``rmst_limit`` and
+    ``tasks`` (the number of runs).
+    """
+    out = {k: float(np.mean([r[k] for r in runs])) for k in SUMMARY_KEYS}
+    out["rmst_to_target"] = rmst_to_target(runs, limit)
+    out["rmst_limit"] = float(limit)
+    out["tasks"] = len(runs)
+    return out
+
+
 def finetune_model(base, eps: Episodes, primitives: list[str], params: Params, device, progress=None) -> dict:
-    """All tasks x {none, method, full} for one trained model: per-task results and means per method."""
+    """All tasks x {none, method, full} for one trained model: per-task results and means per method.
+
+    Returns ``{"methods", "summary": {method: summarise_method(...)}, "tasks": {name: {method:
+    adapt result + gain_iou + gain_exact_match}}}``.
+    """
     cfg = params.finetune
     split = DeviceSplit(eps, device)
     methods = ["none", cfg.method, "full"]
     tasks = {}
     for t, (key, support, query) in enumerate(fewshot_tasks(eps, cfg.num_tasks, cfg.shots, cfg.queries)):
         name = "+".join(p for i, p in enumerate(primitives) if key >> i & 1)
-        tasks[name] = {how: adapt(base, split, support, query, how, params, seed=t) for how in methods}
+        runs = {how: adapt(base, split, support, query, how, params, seed=t) for how in methods}
+        for how, g in gains(runs).items():
+            runs[how].update(g)
+        tasks[name] = runs
         if progress:
             progress(name)
-    summary = {}
-    for how in methods:
-        runs = [tasks[name][how] for name in tasks]
-        summary[how] = {k: float(np.mean([r[k] for r in runs]))
-                        for k in ("final_iou", "final_exact_match", "steps_to_threshold", "reached", "wall_time_s")}
-        summary[how]["tasks"] = len(runs)
+    summary = {how: summarise_method([tasks[name][how] for name in tasks], cfg.steps + 1) for how in methods}
     return {"methods": methods, "summary": summary, "tasks": tasks}
 
 

@@ -21,26 +21,31 @@ import numpy as np
 import torch
 import yaml
 
-from mcl.config import ARMS, Params, run_name, to_dict
-from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource
+from mcl.config import ARMS, CONTROLS, ConfigError, Params, run_name, to_dict
+from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, RandomBatchSampler
 from mcl.data.primitives import NUM_PRIMITIVES
 from mcl.data.store import open_store
 from mcl.errors import NonFiniteLossError
 from mcl.evaluation.metrics import per_episode, summarise
 from mcl.io import write_text
 from mcl.losses.manager import LossManager
+from mcl.losses.share import manipulation_metrics
 from mcl.models.model import MCLModel
 from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mcl.training.logger import RunLogger
 
 
 def arm_params(params: Params, arm: str) -> Params:
-    """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0."""
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r} (expected one of {', '.join(ARMS)})")
-    if arm == "baseline":
-        return dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
-    return params
+    """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0,
+    ``oracle`` (the oracle-task control) as the baseline with the true program as its task vector."""
+    if arm not in ARMS + CONTROLS:
+        raise ValueError(f"unknown arm {arm!r} (expected one of {', '.join(ARMS + CONTROLS)})")
+    if arm == "share":
+        return params
+    p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
+    if arm == "oracle":
+        p = dataclasses.replace(p, model=dataclasses.replace(p.model, encoder="oracle"))
+    return p
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -79,7 +84,7 @@ def evaluate_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch
     for start in range(0, len(index), batch_size):
         b = split.batch(index[start:start + batch_size])
         with torch.autocast(split.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(b["inputs"], b["outputs"]).logits
+            logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
         for k, v in per_episode(logits.argmax(dim=1), b["outputs"][:, -1].long()).items():
             parts.setdefault(k, []).append(v.cpu())
     model.train(was_training)
@@ -103,10 +108,11 @@ def _finite_model(model: torch.nn.Module) -> bool:
 
 
 def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metrics_dir: str | os.PathLike,
-          resume: bool = False, progress: bool = True, tensorboard: bool = True) -> dict:
+          resume: bool = False, progress=True, tensorboard: bool = True, curves: tuple[str, ...] = ()) -> dict:
     """Train one model; write checkpoints and config to ``run_dir``, logs to ``metrics_dir``.
 
-    Returns the final summary (best and last val metrics, timings).
+    ``progress``: True for a tqdm bar, False for none, or a callable given each completed
+    step (the process pool's shared bar). Returns the final summary (best and last val metrics).
     """
     from tqdm import tqdm
 
@@ -114,14 +120,19 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
     cfg = p.train
     run_dir, metrics_dir = Path(run_dir), Path(metrics_dir)
     check_writable(run_dir, metrics_dir)
+    if cfg.sampler == "random" and p.loss.beta > 0:
+        raise ConfigError("train.sampler random leaves no label-set groups for the share loss: "
+                         "use it with loss.beta 0 (the baseline or oracle arm)")
     device = resolve_device(cfg.device)
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    torch.set_num_threads(cfg.threads)  # fixed, so a run gives the same bytes alone or in a pool
     seed_everything(seed)
 
     store = open_store(p.data.store)
     val_eps = store.load("val")
     val = DeviceSplit(val_eps, device)
     val_index = np.arange(min(cfg.val_episodes, len(val)))
+    curve_splits = {name: DeviceSplit(store.load(name), device) for name in curves}
     online = OnlineSource(p.data, exclude=val_eps) if p.data.source == "online" else None
     train_split = None if online else DeviceSplit(store.load("train"), device)
 
@@ -150,12 +161,15 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
                 "skipped": skipped, "config": config, "arm": arm, "seed": seed}
 
     sampler_seed = seed * 1_000_003 + 17
+    make_sampler = (RandomBatchSampler if cfg.sampler == "random" else GroupedBatchSampler)
     sampler = buffer_round = None
     steps_per_buffer = max(1, p.data.online_buffer // cfg.batch_size)
     step_times: list[float] = []
     t_start = time.perf_counter()
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run_name(arm, seed)}", unit="step", disable=not progress)
+    on_step = progress if callable(progress) else None
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {run_name(arm, seed)}", unit="step",
+               disable=on_step is not None or not progress)
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
@@ -164,6 +178,7 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
         optimizer.zero_grad(set_to_none=True)
         comps_sum: dict[str, float] = {}
         train_metrics: dict[str, list] = {}
+        manip: dict[str, float] = {}
         done = step + 1
         log_now = done % cfg.log_every == 0 or done % cfg.eval_every == 0 or done == cfg.steps
         finite = True
@@ -173,13 +188,13 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
                 if buffer_round != draw // steps_per_buffer:
                     buffer_round = draw // steps_per_buffer
                     train_split = DeviceSplit(online.buffer(buffer_round), device)
-                    sampler = GroupedBatchSampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed + buffer_round)
+                    sampler = make_sampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed + buffer_round)
             elif sampler is None:
-                sampler = GroupedBatchSampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed)
+                sampler = make_sampler(train_split.label_sets, cfg.groups, cfg.group_size, sampler_seed)
             b = train_split.batch(sampler.batch(draw))
             target = b["outputs"][:, -1].long()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(b["inputs"], b["outputs"])
+                out = model(b["inputs"], b["outputs"], b["program"], b["args"], detach_sae=p.loss.sae.detach)
             total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
                                   out.aux_logits.float(), b["labels"], cfg.groups, step,
                                   update=micro == cfg.grad_accum - 1)  # controller/monitor/bank step once per step
@@ -193,6 +208,8 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             if log_now:
                 for k, v in per_episode(out.logits.detach().argmax(dim=1), target).items():
                     train_metrics.setdefault(k, []).append(v)
+                # manipulation check, in both arms (no gradient): did the share loss shape h?
+                manip = manipulation_metrics(out.h.float(), b["labels"], cfg.groups, p.loss.share.k, p.loss.share.eps)
         if finite:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
             if not math.isfinite(grad_norm):
@@ -209,15 +226,18 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             optimizer.step()
         step_times.append(time.perf_counter() - t0)
         bar.update()
+        if on_step is not None:
+            on_step(done)
 
         if log_now:
             row = {f"train/{k}": v for k, v in comps_sum.items()}
             row.update({f"train/{k}": v for k, v in summarise({k: torch.cat(v) for k, v in train_metrics.items()}).items()
                         if k != "episodes"} if train_metrics else {})
-            row.update({"lr": lr, "skipped_steps": skipped, "grad_norm": grad_norm if finite else float("nan"),
-                        "step_time_ms": 1000 * float(np.mean(step_times)), "wall_time_s": time.perf_counter() - t_start})
+            row.update({"lr": lr, "skipped_steps": skipped, "grad_norm": grad_norm if finite else float("nan")})
+            timing = {"step_time_ms": 1000 * float(np.mean(step_times)), "wall_time_s": time.perf_counter() - t_start}
             step_times.clear()
             row["train/sae_dead_fraction"] = losses.monitor.dead_fraction(step)
+            row.update({f"manip/{k}": v for k, v in manip.items()})
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 vm = summarise(evaluate_split(model, val, val_index, p.eval.batch_size, autocast))
                 row.update({f"val/{k}": v for k, v in vm.items() if k != "episodes"})
@@ -225,8 +245,12 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
                     best_iou = vm["iou"]
                     save_checkpoint(best_path, state_dict(done))
                 row["val/best_iou"] = best_iou
+                for name, split in curve_splits.items():
+                    cm = summarise(evaluate_split(model, split, np.arange(min(cfg.val_episodes, len(split))),
+                                                  p.eval.batch_size, autocast))
+                    row.update({f"{name}/{k}": v for k, v in cm.items() if k != "episodes"})
                 bar.set_postfix(val_iou=f"{vm['iou']:.3f}", val_em=f"{vm['exact_match']:.3f}")
-            logger.log(done, row)
+            logger.log(done, row, timing)
         if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and _finite_model(model):
             save_checkpoint(last_path, state_dict(done))
     bar.close()

@@ -1,0 +1,102 @@
+"""Train several runs side by side: one process per worker, a fixed thread count each.
+
+At the default model size a second intra-op thread buys nothing, so the pipeline trains
+seeds in parallel instead: ``train.workers`` processes (0: ``cores // train.threads``, at
+most one per run), each running :func:`mcl.training.trainer.train`, which sets
+``torch.set_num_threads(train.threads)``. A run is a pure function of (params, arm, seed),
+whatever else runs beside it, so its weights and metrics are the same bytes as when it
+trains alone; a killed pool resumes every run from its own checkpoint. Processes are
+started with ``spawn`` (no forked torch state); one shared progress bar counts the steps
+of all runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcl.config import Params, run_name
+
+__all__ = ["Run", "pool_workers", "train_runs", "train_seeds"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the arguments of :func:`mcl.training.trainer.train`."""
+
+    params: Params
+    arm: str
+    seed: int
+    run_dir: Path
+    metrics_dir: Path
+    options: dict = field(default_factory=dict)  # resume, tensorboard, curves
+
+
+def pool_workers(requested: int, threads: int, n_runs: int, cores: int | None = None) -> int:
+    """Worker processes for ``n_runs`` runs: ``requested`` or, if 0, ``cores // threads``; 1..n_runs."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = requested or max(1, cores // threads)
+    return max(1, min(n, n_runs))
+
+
+def _train_one(run: Run, queue) -> dict:
+    from mcl.training.trainer import train
+
+    last = [0]
+
+    def on_step(done: int) -> None:  # report the steps completed since the last report
+        queue.put(done - last[0])
+        last[0] = done
+
+    return train(run.params, run.arm, run.seed, run.run_dir, run.metrics_dir,
+                 progress=on_step if queue is not None else False, **run.options)
+
+
+def train_runs(runs: list[Run], workers: int, desc: str = "train", progress: bool = True) -> list[dict]:
+    """Train ``runs`` in ``workers`` processes; the per-run summaries in the order of ``runs``.
+
+    With one worker the runs train one after another in this process. The first failure
+    cancels the runs not yet started and is raised.
+    """
+    from tqdm import tqdm
+
+    from mcl.training.trainer import train
+
+    if workers == 1:
+        return [train(r.params, r.arm, r.seed, r.run_dir, r.metrics_dir, progress=progress, **r.options) for r in runs]
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        queue = manager.Queue() if progress else None
+        bar = tqdm(total=sum(r.params.train.steps for r in runs), desc=f"{desc} ({len(runs)} runs, {workers} workers)",
+                   unit="step", file=sys.stderr, disable=not progress)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_train_one, r, queue) for r in runs]
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    while queue is not None and not queue.empty():
+                        bar.update(queue.get())
+                    failed = [f for f in done if f.exception() is not None]
+                    if failed:
+                        for f in pending:
+                            f.cancel()
+                        raise failed[0].exception()
+        finally:
+            bar.close()
+        return [f.result() for f in futures]
+
+
+def train_seeds(params: Params, arm: str, seeds: list[int], models_dir, metrics_dir, *, resume: bool = False,
+                workers: int | None = None, tensorboard: bool = True, progress: bool = True) -> list[dict]:
+    """Train ``seeds`` of ``arm`` side by side; runs go to ``models_dir/<arm>/seed<k>``, logs to
+    ``metrics_dir/<arm>/seed<k>``. ``workers`` defaults to :func:`pool_workers` of ``train.workers``."""
+    n = workers or pool_workers(params.train.workers, params.train.threads, len(seeds))
+    runs = [Run(params, arm, s, Path(models_dir) / run_name(arm, s), Path(metrics_dir) / run_name(arm, s),
+                {"resume": resume, "tensorboard": tensorboard}) for s in seeds]
+    return train_runs(runs, n, desc=f"train {arm}", progress=progress)
