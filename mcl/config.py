@@ -166,7 +166,6 @@ class AnalysisConfig:
     probe_max_iter: int = spec(ge=1)         # L-BFGS-B iteration limit per linear probe
     batch_size: int = spec(ge=1)             # forward-pass batch for representations
     subspace_k: int = spec(ge=1)             # PCA directions per task for the subspace similarity
-    n_boot: int = spec(ge=1)                 # bootstrap replicates per interval
     alpha: float = spec(gt=0.0, lt=1.0)      # intervals are central 1 - alpha
     top_units: int = spec(ge=1)              # most selective SAE units shown with examples
     top_examples: int = spec(ge=1)           # top-activating test episodes per shown unit

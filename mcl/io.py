@@ -1,5 +1,6 @@
 """Atomic file writes: every output goes to a temporary sibling that is renamed into place,
-so a killed process never leaves a half-written file at the final path."""
+so a killed process never leaves a half-written file at the final path. Plus the one
+conversion of results to strict JSON (:func:`json_safe`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import io
 import json
 import os
 import re
+import math
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +79,28 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj, **dumps) -> None:
     """Write ``obj`` as indented JSON atomically; ``dumps`` goes to :func:`json.dumps`."""
     write_text(path, json.dumps(obj, indent=2, **dumps) + "\n")
+
+
+def finite_or_none(x) -> float | None:
+    """``x`` as a float, or None when it is None, NaN or infinite."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def json_safe(obj):
+    """A strict-JSON copy of ``obj``: NaN and infinities -> None, tuples and numpy arrays -> lists,
+    numpy scalars -> Python numbers, mapping keys -> str."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy array or scalar
+        return json_safe(obj.tolist())
+    if isinstance(obj, float):
+        return finite_or_none(obj)
+    return obj
 
 
 def write_csv(path: str | os.PathLike, fieldnames: list[str], rows) -> None:

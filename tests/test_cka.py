@@ -172,7 +172,7 @@ def test_speed_large_n():
 def test_as_matrix_checks_shared_by_the_analyses():
     from mcl.analysis.arrays import as_matrix
     from mcl.analysis.grassmann import pca_basis
-    from mcl.analysis.stats import paired_bootstrap_ci
+    from mcl.analysis.stats import seed_effect_ci
 
     assert as_matrix([1, 2, 3], "v", "2-D [n, p]", column=True).shape == (3, 1)
     assert as_matrix([[1, 2]], "m", "2-D [n, p]").dtype == np.float64
@@ -187,4 +187,4 @@ def test_as_matrix_checks_shared_by_the_analyses():
     with pytest.raises(ValueError, match="X contains non-finite values"):
         pca_basis(bad, 1)
     with pytest.raises(ValueError, match="share contains non-finite values"):
-        paired_bootstrap_ci(bad[:, 1], np.ones(6))
+        seed_effect_ci(bad[:, 1], np.ones(6))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcl.data.dataset import DeviceSplit, EpisodeDataset, GroupedBatchSampler, OnlineSource, label_set_ids
-from mcl.data.generator import Episodes, feasible_label_sets, label_set_partition, signature_table, split_checksum
+from mcl.data.generator import Episodes, label_set_partition, signature_table, split_checksum
 from mcl.data.primitives import run_programs
 
 
@@ -122,7 +122,7 @@ def test_episode_dataset(train):
     ds = EpisodeDataset(train)
     assert len(ds) == len(train)
     item = ds[7]
-    assert set(item) == {"inputs", "outputs", "labels"}
+    assert set(item) == {"inputs", "outputs", "labels", "program", "args"}
     assert item["inputs"].dtype == torch.uint8 and item["inputs"].shape == train.inputs.shape[1:]
     for f in item:
         np.testing.assert_array_equal(item[f].numpy(), getattr(train, f)[7])

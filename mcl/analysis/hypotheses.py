@@ -10,12 +10,12 @@ against each hypothesis' ``delta`` everywhere.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mcl.analysis.stats import decide_effect, holm, minimum_detectable_effect
+from mcl.io import finite_or_none, json_safe
 
 __all__ = ["Hypothesis", "HYPOTHESES", "ROLES", "DESIGNS", "by_key", "primaries", "absolute_delta", "decide",
            "render_preregistration"]
@@ -229,35 +229,11 @@ def absolute_delta(h: Hypothesis, entry: Mapping[str, Any] | None = None,
 # decisions
 
 
-def _finite(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _json(obj):
-    """JSON-friendly copy: non-finite floats -> None, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int) and not hasattr(obj, "dtype"):
-        return obj
-    if hasattr(obj, "item"):  # numpy scalar
-        return _json(obj.item())
-    if isinstance(obj, float):
-        return _finite(obj)
-    return obj
-
-
 def _usable(entry: Mapping[str, Any] | None) -> bool:
     """Whether ``entry`` has finite ``effect``, ``se``, ``p_value``, a positive ``se`` and a positive ``df``
     (``inf`` allowed). A zero standard error (every seed and item identical, e.g. all models at 0 exact match)
     allows no test: such an entry is not computed, hence inconclusive, never "no meaningful effect"."""
-    if entry is None or any(_finite(entry.get(k)) is None for k in ("effect", "se", "p_value")):
+    if entry is None or any(finite_or_none(entry.get(k)) is None for k in ("effect", "se", "p_value")):
         return False
     if float(entry["se"]) <= 0:
         return False
@@ -348,10 +324,10 @@ def decide(entries: Mapping[str, Mapping[str, Any]], table: Iterable[Hypothesis]
         )
         for k in ("effect", "ci_low", "ci_high", "p_value"):
             entry.setdefault(k, None)
-        decided[key] = _json(entry)
+        decided[key] = json_safe(entry)
     for key, entry in entries.items():
         if key not in hyps:
-            decided[key] = _json({**dict(entry), "role": "unregistered"})
+            decided[key] = json_safe({**dict(entry), "role": "unregistered"})
     return decided
 
 

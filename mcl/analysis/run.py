@@ -121,33 +121,9 @@ SOURCES: dict[str, Source] = {
 EVAL_SPLITS = ("val", "test", "dev", "novel2")
 
 
-def _finite_or_none(x):
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _clean(obj):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars/arrays -> Python."""
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite_or_none(obj)
-    return obj
-
-
 def write_json(path: Path, obj) -> None:
     """``obj`` as strict JSON (NaN and infinities become null), written atomically."""
-    io.write_json(path, _clean(obj), allow_nan=False)
+    io.write_json(path, io.json_safe(obj), allow_nan=False)
 
 
 # ---------------------------------------------------------------------------
@@ -730,7 +706,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
         np.savez_compressed(tmp, **npz)
     write_json(out_dir / "analysis.json", art)
     write_json(metrics_dir / "hypotheses.json", hyp)
-    return _clean(hyp)
+    return io.json_safe(hyp)
 
 
 def _nanmean(v) -> float:
