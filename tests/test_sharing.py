@@ -35,7 +35,7 @@ from mcl.data.store import open_store
 pytestmark = pytest.mark.slow
 
 STORE = "data/episodes.zarr"
-MODELS = ("models/share/seed0", "models/baseline/seed0")
+MODELS = ("models/share", "models/baseline", "models/oracle")  # one DVC output per arm: every seed inside
 BUCKET = "mcl-share"
 PREFIX = "dvcstore"  # remote url s3://BUCKET/PREFIX
 ACCESS_KEY = "mcl-lab-access"
@@ -86,7 +86,7 @@ def assert_pulled_clone_matches(origin: Path, repo: Path, env: dict) -> None:
     """The pulled clone holds the origin's store and models, is up to date, and `dvc repro` runs nothing."""
     assert tree_bytes(repo / STORE) == tree_bytes(origin / STORE), "pulled dataset differs from the pushed one"
     for m in MODELS:
-        assert (repo / m / "last.pt").is_file(), f"{m} was not pulled"
+        assert (repo / m / "seed0" / "last.pt").is_file(), f"{m} was not pulled"
         assert tree_bytes(repo / m) == tree_bytes(origin / m), f"pulled {m} differs from the pushed one"
     assert open_store(repo / STORE).attrs["checksums"] == open_store(origin / STORE).attrs["checksums"]
     assert cache_objects(repo) == pushed_objects(origin), "the clone's cache should hold exactly the pushed objects"

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from repo_tools import dvc, dvc_run, git, repo_env, tiny_repo
 
 pytestmark = pytest.mark.slow
@@ -63,8 +64,16 @@ def swept(sweep_repo):
     return wait_for_queue(repo, env, timeout=900)
 
 
-def train_loss(data: dict, arm: str) -> float:
-    return data["metrics"][f"metrics/train/{arm}-seed0/metrics.json"]["data"]["train"]["loss"]
+def model_hash(data: dict, arm: str) -> str:
+    """The DVC hash of an arm's models folder (it also holds TensorBoard files, so two trainings of the same
+    run differ here even though their weights are the same bytes)."""
+    return data["outs"][f"models/{arm}"]["hash"]
+
+
+def locked_params(repo: Path, rev: str, stage: str) -> dict:
+    """The params an experiment's dvc.lock recorded for ``stage``."""
+    lock = yaml.safe_load(git(repo, "show", f"{rev}:dvc.lock"))
+    return lock["stages"][stage]["params"]
 
 
 def test_queued_grid_runs_with_two_workers_and_compares(sweep_repo, swept):
@@ -78,13 +87,20 @@ def test_queued_grid_runs_with_two_workers_and_compares(sweep_repo, swept):
 
     (lo_name, lo), (hi_name, hi) = by_beta[BETAS[0]], by_beta[BETAS[1]]
     assert {"share", "baseline"} <= set(lo["metrics"]["metrics/summary.json"]["data"])
-    assert train_loss(lo, "share") != train_loss(hi, "share"), "loss.beta did not reach the share arm"
-    assert train_loss(lo, "baseline") == train_loss(hi, "baseline"), "the baseline arm depends on loss.beta"
+    assert model_hash(lo, "share") != model_hash(hi, "share")
+    assert locked_params(repo, lo["rev"], "train-share") != locked_params(repo, hi["rev"], "train-share")
+    assert locked_params(repo, lo["rev"], "train-baseline") == locked_params(repo, hi["rev"], "train-baseline"), \
+        "the baseline arm depends on loss.beta"
+    summaries = [d["metrics"]["metrics/summary.json"]["data"] for d in (lo, hi)]
+    assert summaries[0]["baseline"] == summaries[1]["baseline"], "the two experiments' baselines differ"
 
     diff = json.loads(dvc(repo, env, "metrics", "diff", lo_name, hi_name, "--json").stdout)
-    share_train = diff["metrics/train/share/seed0/metrics.json"]
-    assert share_train["train.loss"]["old"] == train_loss(lo, "share")
-    assert share_train["train.loss"]["new"] == train_loss(hi, "share")
+    summary = diff.get("metrics/summary.json", {})
+    assert not [k for k in summary if k.startswith(("baseline.", "oracle.", "copy.", "majority."))], summary
+    for key, change in summary.items():  # metrics diff reports the numbers exp show has
+        arm, name = key.split(".", 1)
+        assert change["old"] == lo["metrics"]["metrics/summary.json"]["data"][arm][name]
+        assert change["new"] == hi["metrics"]["metrics/summary.json"]["data"][arm][name]
     assert dvc(repo, env, "exp", "show", "--csv").stdout.count("Success") == len(BETAS)
 
 
@@ -108,8 +124,9 @@ def test_experiments_travel_to_another_clone(sweep_repo, swept, tmp_path):
     got = experiments(other, env)
     assert set(got) == set(sent)
     for name in sent:
-        for arm in ("share", "baseline"):
-            assert train_loss(got[name], arm) == train_loss(sent[name], arm)
+        assert got[name]["metrics"] == sent[name]["metrics"]
+        assert {arm: model_hash(got[name], arm) for arm in ("share", "baseline")} == \
+            {arm: model_hash(sent[name], arm) for arm in ("share", "baseline")}
 
     name = sorted(sent)[0]
     dvc(other, env, "exp", "apply", name)
