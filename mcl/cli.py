@@ -295,7 +295,7 @@ def bench_share_cmd(params_path):
 
 @bench.command("train")
 @PARAMS_OPTION
-@click.option("--steps", type=int, default=None, help="Training steps to time (default 200; 500 per seed with --parallel).")
+@click.option("--steps", type=int, default=None, help="Training steps to time (default 200; 1000 per seed with --parallel, where each process also pays a fixed start-up).")
 @click.option("--parallel", is_flag=True, help="Instead: train --seeds seeds one after another, then side by side.")
 @click.option("--seeds", default=2, show_default=True, help="With --parallel: seeds to train.")
 @click.option("--workers", type=int, default=None, help="With --parallel: processes (default as `mcl train`).")
@@ -310,7 +310,7 @@ def bench_train_cmd(params_path, steps, parallel, seeds, workers):
     from mcl.bench.train import bench_parallel, bench_train
 
     if parallel:
-        lines = bench_parallel(params, seeds=seeds, steps=steps or 500, workers=workers)
+        lines = bench_parallel(params, seeds=seeds, steps=steps or 1000, workers=workers)
     else:
         lines = bench_train(params, steps=steps or 200)
     for line in lines:

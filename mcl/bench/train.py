@@ -116,7 +116,7 @@ def bench_share_cost(params: Params, repeats: int = 20) -> list[str]:
     return lines
 
 
-def bench_parallel(params: Params, seeds: int = 2, steps: int = 500, workers: int | None = None) -> list[str]:
+def bench_parallel(params: Params, seeds: int = 2, steps: int = 1000, workers: int | None = None) -> list[str]:
     """Wall time of training ``seeds`` seeds one after another, then side by side, in one run.
 
     Both use :func:`mcl.training.pool.train_seeds` on the same temporary store with
