@@ -776,6 +776,11 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
            f"{d['shared_components']} pooled within-task principal direction(s) removed before the per-task PCA "
            f"(k = {d['subspace_k']}); scree-suggested counts per seed: {_per_seed(art, 'h3_scree_elbow', 0)}. "
            f"Task CKA: {art['task_cka_estimator']} estimator on the raw h.", "",
+           "Saturation check, mean subspace similarity over all probe task pairs (1 = identical top-k subspaces; "
+           f"two random {d['subspace_k']}-planes in {params.model.h_dim} dimensions give about "
+           f"{d['subspace_k'] / params.model.h_dim:.3f}): per-task PCA of the raw h "
+           f"{_per_seed(art, 'h3_similarity_mean_raw')}; after removing the shared direction(s) "
+           f"{_per_seed(art, 'h3_similarity_mean')}.", "",
            f"![task CKA]({rel('task_cka.png')})", "", f"![subspace vs overlap]({rel('subspace_vs_overlap.png')})", "",
            f"Per-seed test-test subspace rho: {_per_seed(art, 'h3_rho_test_test')}; stratified rho: "
            f"{_per_seed(art, 'h3_rho')}; test-test CKA rho: {_per_seed(art, 'h3_cka_rho_test_test')}.", "",

@@ -322,10 +322,13 @@ def h3_statistics(h: np.ndarray, T: int, E: int, J: np.ndarray, types: np.ndarra
     d = reps[0].shape[1]
     c = max(0, min(n_shared, d - 1, T * E))
     S = subspace_similarity(remove_shared_components(reps, c), k)
+    S_raw = subspace_similarity(remove_shared_components(reps, 0), k)  # per-task PCA of the raw (centred) h
     C = _task_cka(reps)
     st, sc = stratified_spearman(S, J, types), stratified_spearman(C, J, types)
     scree, elbow = _scree(reps)
+    off = ~np.eye(len(S), dtype=bool)
     return {"subspace": S, "cka": C, "shared_removed": c, "scree": scree, "scree_elbow": elbow,
+            "similarity_mean": float(S[off].mean()), "similarity_mean_raw": float(S_raw[off].mean()),
             **{f"rho{k_[3:]}": v for k_, v in st.items() if k_.startswith("rho")},
             **{f"cka_rho{k_[3:]}": v for k_, v in sc.items() if k_.startswith("rho")},
             **{k_: v for k_, v in st.items() if k_.startswith("n_")}}
@@ -536,6 +539,7 @@ SCALAR_KEYS = ("val_gap", "val_jaccard_spearman", "val_overlap_dist", "val_disjo
                "fewshot_gain_iou", "fewshot_rmst_to_target",
                "h3_rho_test_test", "h3_rho_train_train", "h3_rho_train_test", "h3_rho", "h3_rho_pooled",
                "h3_cka_rho_test_test", "h3_cka_rho", "h3_cka_rho_pooled", "h3_scree_elbow", "h3_shared_removed",
+               "h3_similarity_mean", "h3_similarity_mean_raw",
                "h4_monosemanticity", "h4_monosemanticity_raw", "h4_monosemanticity_p", "h4_probe_z", "h4_probe_h",
                "h4_aux_auroc", "h4_units_used", "h4_units_shared", "h4_live_units", "h4_dead_units", "h4_units",
                "h4_live_units_test", "h4_dead_units_test")
