@@ -51,27 +51,30 @@ def spreads(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: Path, progress: bool = True) -> list[dict]:
-    """Train ``arm`` ``runs`` times per seed under ``work_dir``; one row of headline metrics per run."""
+    """Train ``arm`` ``runs`` times per seed under ``work_dir`` (side by side in the training pool, so run-to-run
+    equality also covers "alone or beside others"); one row of headline metrics per run."""
     from mcl.data.store import open_store
     from mcl.evaluation.zero_shot import evaluate_model
     from mcl.training.checkpoint import load_checkpoint
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name, train
+    from mcl.training.pool import Run, pool_workers, train_runs
+    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
 
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     splits = {s: store.load(s) for s in ("val", "test")}
+    jobs = [(seed, run, work_dir / f"run{run}" / "models" / run_name(arm, seed))
+            for seed in seeds for run in range(1, runs + 1)]
+    train_runs([Run(params, arm, seed, model_dir, model_dir.parents[2] / "metrics" / run_name(arm, seed),
+                    {"tensorboard": False}) for seed, run, model_dir in jobs],
+               pool_workers(params.train.workers, params.train.threads, len(jobs)), desc=f"reproducibility {arm}",
+               progress=progress)
     rows = []
-    for seed in seeds:
-        for run in range(1, runs + 1):
-            root = work_dir / f"run{run}"
-            name = run_name(arm, seed)
-            train(params, arm, seed, root / "models" / name, root / "metrics" / name, progress=progress,
-                  tensorboard=False)
-            model = load_trained(root / "models" / name, arm_params(params, arm), device)
-            result = evaluate_model(model, splits, store.primitives, params.eval.batch_size, device)
-            last = load_checkpoint(root / "models" / name / "last.pt")
-            rows.append({"seed": seed, "run": run, **{f"{s}/{m}": result[s][m] for s, m in HEADLINE},
-                         "weights": weights_digest(last["model"])})
+    for seed, run, model_dir in jobs:
+        model = load_trained(model_dir, arm_params(params, arm), device)
+        result = evaluate_model(model, splits, store.primitives, params.eval.batch_size, device)
+        last = load_checkpoint(model_dir / "last.pt")
+        rows.append({"seed": seed, "run": run, **{f"{s}/{m}": result[s][m] for s, m in HEADLINE},
+                     "weights": weights_digest(last["model"])})
     return rows
 
 
