@@ -48,7 +48,9 @@ def cli():
     """mcl: does a shared-subspace regulariser help networks generalise to unseen compositions?
 
     Stages (run them through `uv run dvc repro`, which calls these with params.yaml):
-    generate -> train -> evaluate -> finetune. Helpers: `mcl data info`, `mcl bench ...`.
+    generate -> train -> evaluate -> finetune -> summarize -> analyse -> report.
+    Studies outside the pipeline: `mcl learnability`, `mcl reproducibility`, `mcl sweep`
+    (after a queued loss.beta sweep). Helpers: `mcl data info`, `mcl bench ...`.
     """
 
 
