@@ -409,7 +409,7 @@ def _h2_testable(art: dict) -> bool:
 
 def _verdict_cell(key: str, e: dict, full: dict, art: dict) -> str:
     if full.get(key, {}).get("family") == "H2" and not _h2_testable(art):
-        return f"**{H2_UNTESTABLE}** (computed: {e.get('verdict')})"
+        return f"**{H2_UNTESTABLE}** (computed: {full[key].get('verdict')})"
     v = f"**{e.get('verdict')}**"
     if full.get(key, {}).get("trivial"):
         v += " (trivial: inside +-delta)"

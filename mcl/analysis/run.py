@@ -77,6 +77,10 @@ MONO_PERMUTATIONS = 1000
 #: Leading pooled singular values recorded for the H3 scree.
 SCREE_LENGTH = 10
 
+#: The verdict of every H2 key in metrics/hypotheses.json when adaptation does not measurably help the
+#: baseline (the decided verdict stays in analysis.json).
+H2_UNTESTABLE = "untestable at this scale"
+
 #: Fields of each key in metrics/hypotheses.json, a DVC metric: one `dvc exp show` column each, so the
 #: interval only for the primaries and the dev metric that selects beta (the rest is in analysis.json).
 COMPACT_FIELDS = {"primary": ("effect", "ci_low", "ci_high", "verdict"),
@@ -655,6 +659,10 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
               "testable": False}
     h2["rule"] = (f"H2 is tested only when the baseline's mean {method} gain over no adaptation has a "
                   f"{100 * (1 - cfg.alpha):g}% interval above 0 (crossed seeds x tasks)")
+    if not h2["testable"]:  # the metric file (dvc exp show) must not show a verdict the report withholds
+        for key in hyp:
+            if decided.get(key, {}).get("family") == "H2":
+                hyp[key]["verdict"] = H2_UNTESTABLE
 
     # references and summaries per arm
     per_seed = {arm: {k: [r.get(k) for r in records[arm]] for k in SCALAR_KEYS + LIST_KEYS} for arm in ARMS}
