@@ -140,6 +140,7 @@ def evaluate(params_path, arm, seed, models_dir, out):
     """
     params = _load(params_path)
     from mcl.data.store import open_store
+    from mcl.evaluation.summary import SPLITS
     from mcl.evaluation.zero_shot import evaluate_model
     from mcl.io import write_json
     from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
@@ -150,7 +151,7 @@ def evaluate(params_path, arm, seed, models_dir, out):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    splits = ["val", "test"] + [s for s in ("dev", "novel2") if s in store.splits]  # older stores lack dev, novel2
+    splits = [s for s in SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
     result = evaluate_model(model, {s: store.load(s) for s in splits}, store.primitives,
                             params.eval.batch_size, device)
     write_json(out, result)

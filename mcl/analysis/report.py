@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from mcl.config import ARMS, CONTROLS, Params, run_name, to_dict
+from mcl.evaluation.summary import SPLITS  # the zero-shot splits, in report order
 from mcl.io import write_text
 
 __all__ = ["write_report", "write_preregistration", "code_version", "fmt", "FIGURES", "H2_UNTESTABLE",
@@ -46,7 +47,6 @@ FIGURES = ("learning_curves.png", "manipulation_curves.png", "zero_shot.png", "f
            "layer_cka.png", "subspace_vs_overlap.png", "probe_auroc.png", "selectivity.png",
            "top_activating_share.png", "top_activating_baseline.png")
 REPORT_CMD = "`uv run dvc repro` (stage `report`, i.e. `uv run mcl report`)"
-SPLITS = ("val", "test", "dev", "novel2")
 #: Shown in place of the H2 verdicts when adaptation does not measurably help the baseline.
 H2_UNTESTABLE = "H2 cannot be tested at this scale"
 #: The plain sentence for a hypothesis whose minimum detectable effect exceeds its delta.

@@ -61,6 +61,7 @@ import numpy as np
 
 from mcl import io
 from mcl.config import Params
+from mcl.evaluation.summary import SPLITS as EVAL_SPLITS
 
 __all__ = ["analyse", "analyse_run", "effect_entries", "compact", "collect", "jaccard_matrix", "upper",
            "write_json", "Source", "SOURCES", "SHARED_COMPONENTS", "LABEL_PERMUTATIONS", "CKA_NULL_PERMUTATIONS",
@@ -122,7 +123,6 @@ SOURCES: dict[str, Source] = {
     "H4_probe_h": Source("h4_probe_h"),
 }
 
-EVAL_SPLITS = ("val", "test", "dev", "novel2")
 
 
 def write_json(path: Path, obj) -> None:
