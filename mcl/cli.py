@@ -439,11 +439,50 @@ def learnability(params_path, out, figure, seed, workers, work_dir):
 
 
 @cli.command()
+@PARAMS_OPTION
+@click.option("--pipeline-min", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Measured wall clock (minutes) of the default run read here, e.g. from `time uv run dvc repro --force`.")
+@click.option("--budget-min", type=click.FloatRange(min=0, min_open=True), default=45.0, show_default=True,
+              help="Wall clock the default pipeline may take.")
+@click.option("--power", "power_level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8,
+              show_default=True, help="Target power against each primary's smallest effect of interest.")
+@click.option("--max-seeds", type=click.IntRange(min=2), default=30, show_default=True, help="Largest seed count considered.")
+@click.option("--analysis", "analysis_path", default="metrics/analysis/analysis.json", show_default=True,
+              type=click.Path(dir_okay=False), help="The default run's analysis (variance components per primary).")
+@click.option("--timing-dir", default="metrics/train", show_default=True, type=click.Path(file_okay=False),
+              help="The default run's training logs: <arm>/seed<k>/timing.csv.")
+@click.option("--out", default="docs/power.md", show_default=True, help="Markdown report to write.")
+def power(params_path, pipeline_min, budget_min, power_level, max_seeds, analysis_path, timing_dir, out):
+    """How many seeds? Size train.seeds by power analysis on a finished default run.
+
+    For each pre-registered primary: the seeds at which its test detects its smallest effect of
+    interest (from the run's variance components), and the minimum detectable effect against
+    seeds; the recommendation is the most demanding primary's count, capped by the budget.
+    Writes docs/power.md; not a pipeline stage (it reads the run's wall clock).
+    """
+    params = _load(params_path)
+    from mcl.analysis.power import power_study
+    from mcl.io import write_text
+    from mcl.training.trainer import check_writable
+
+    check_writable(Path(out).parent)
+    try:
+        text, result = power_study(params, Path(analysis_path), Path(timing_dir), pipeline_min, budget_min,
+                                   power_level, max_seeds)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    write_text(out, text)
+    agree = "agrees with" if result["recommended"] == result["current"] else "differs from"
+    click.echo(f"wrote {out}: {result['recommended']} seeds recommended ({agree} train.seeds: {result['current']})")
+
+
+@cli.command()
 @click.option("--exp-json", type=click.Path(dir_okay=False), default=None,
               help="Saved `dvc exp show --json` output (default: run it now in this repository).")
 @click.option("--out", default="docs/dose_response.md", show_default=True, help="Markdown table to write.")
 @click.option("--figure", default="docs/figures/dose_response.png", show_default=True, help="PNG figure to write.")
-def sweep(exp_json, out, figure):
+@click.option("--rev", default=None, help="Collect the experiments based on this commit (default: HEAD).")
+def sweep(exp_json, out, figure, rev):
     """Collect a loss.beta sweep into a dose-response table and figure; beta is chosen on dev only.
 
     Queue and run the sweep first:  uv run dvc exp run --queue -S loss.beta=0,0.03,0.1,0.3,1
@@ -459,7 +498,8 @@ def sweep(exp_json, out, figure):
     if exp_json:
         text = Path(exp_json).read_text()
     else:
-        proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["--rev", rev] if rev else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise UserError(f"dvc exp show --json failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
         text = proc.stdout

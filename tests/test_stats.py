@@ -28,6 +28,7 @@ from mcl.analysis.stats import (
     decide_effect,
     holm,
     minimum_detectable_effect,
+    planned_se,
     seed_effect_ci,
     seeds_for_power,
     spearman,
@@ -373,14 +374,60 @@ def test_t_test_power_matches_a_simulated_paired_t():
 
 
 def test_seeds_for_power():
-    n = seeds_for_power(0.02, 0.03, alpha=0.05, power=0.8)
+    n = seeds_for_power({"seed": 0.02**2}, 0.03, alpha=0.05, power=0.8)
     assert t_test_power(0.03, 0.02 / math.sqrt(n), n - 1) >= 0.8
     assert t_test_power(0.03, 0.02 / math.sqrt(n - 1), n - 2) < 0.8
     assert n == 6
-    assert seeds_for_power(0.02, 0.06) < n < seeds_for_power(0.02, 0.015)
-    assert seeds_for_power(0.0, 0.01) == 2
-    with pytest.raises(ValueError, match="power"):
-        seeds_for_power(0.05, 0.01, max_seeds=30)
+    assert seeds_for_power({"seed": 0.02**2}, 0.06) < n < seeds_for_power({"seed": 0.02**2}, 0.015)
+    assert seeds_for_power({"seed": 0.0}, 0.01) == 2
+    assert seeds_for_power({"seed": 0.05**2}, 0.01, max_seeds=30) is None
+
+
+def true_components(n_seeds: int) -> dict[str, float]:
+    """Variance components of the simulated crossed design, as seed_effect_ci estimates them."""
+    ms_a, ms_b, ms_ab, g = expected_mean_squares("crossed", n_seeds)
+    return {"seed": (ms_a - ms_ab) / g, "group": (ms_b - ms_ab) / n_seeds, "residual": ms_ab}
+
+
+@pytest.mark.parametrize("n_seeds", SEED_COUNTS)
+def test_planned_se_is_the_design_standard_error(n_seeds):
+    # the components do not depend on the seed count; planning at any S gives that S's truth
+    comps = true_components(3)
+    assert true_components(n_seeds) == pytest.approx(comps)
+    assert planned_se(comps, n_seeds, N_GROUPS) == pytest.approx(design_se_df("crossed", n_seeds))
+    assert planned_se({"seed": SCALAR_SD**2}, n_seeds) == pytest.approx(design_se_df("seeds", n_seeds))
+
+
+def test_planned_se_reproduces_the_pilot():
+    rng = np.random.default_rng(12)
+    S, G, per = 6, 15, 8
+    groups = np.repeat(np.arange(G), per)
+    d = (0.05 * rng.standard_normal((S, 1)) + 0.08 * rng.standard_normal((1, G))[:, groups]
+         + 0.1 * rng.standard_normal((S, G * per)))
+    pilot = seed_effect_ci(d, np.zeros_like(d), groups=groups)
+    assert pilot["components"]["group"] > 0  # not truncated
+    assert planned_se(pilot["components"], S, G) == pytest.approx((pilot["se"], pilot["df"]))
+    scalar = seed_effect_ci(d.mean(axis=1), np.zeros(S))
+    assert planned_se(scalar["components"], S) == pytest.approx((scalar["se"], scalar["df"]))
+
+
+def test_planned_seed_count_has_the_planned_power():
+    """Size a crossed study with seeds_for_power, then simulate it: the power is reached."""
+    comps, delta = true_components(3), 0.04
+    n = seeds_for_power(comps, delta, N_GROUPS)
+    assert n == 7
+    assert t_test_power(delta, *planned_se(comps, n - 1, N_GROUPS)) < 0.8 <= t_test_power(delta, *planned_se(comps, n, N_GROUPS))
+    rate = rejection_rate("crossed", n, N_POWER, delta, seed=400)
+    expected = t_test_power(delta, *planned_se(comps, n, N_GROUPS))
+    print(f"planned {n} seeds for delta {delta}: power {rate:.3f} (planned {expected:.3f})")
+    assert rate >= expected - binomial_bound(expected, N_POWER)
+
+
+def test_group_variability_is_not_bought_down_with_seeds():
+    # group sd 0.06 over 50 groups: se >= 0.0085 at any seed count, so delta 0.01 is out of reach
+    comps = true_components(3)
+    assert seeds_for_power(comps, 0.01, N_GROUPS, max_seeds=200) is None
+    assert seeds_for_power(comps, 0.01, N_GROUPS * 10, max_seeds=200) is not None
 
 
 # ---------------------------------------------------------------------------

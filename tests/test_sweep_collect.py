@@ -58,6 +58,7 @@ def test_collect_sweep_dvc3_shape():
     rows = collect_sweep(exp_show_v3())
     assert [r["name"] for r in rows] == ["uveal-flap", "wacky-neck", "pagan-alto"]  # by beta; workspace/commit skipped
     assert [r["beta"] for r in rows] == [0.03, 0.3, 1.0]
+    assert [r["n_seeds"] for r in rows] == [3, 3, 3]  # len(train.seeds)
     lo, hi, queued = rows
     assert lo["state"] == "success" and queued["state"] == "queued" and queued["results"] == {}
     assert lo["parent"].startswith("c0ffee") and hi["rev"] == "a" * 40
@@ -144,7 +145,7 @@ def test_render_dose_response(tmp_path):
     assert "Selected beta (best `dev_exact_match` effect): **0.3**" in md
     assert "## `M_gap` (primary, val" in md and "## `H1_exact_match` (primary, test" in md
     assert "| 0.3 | wacky-neck | 0.08 | [0.06, 0.1] | 0.4 | supported |" in md
-    assert "| pagan-alto | 1 | queued |" in md
+    assert "| pagan-alto | 1 | 3 | queued |" in md
     assert (tmp_path / "dose" / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # nothing collected: still writes both, no selection
     empty = render_dose_response([], tmp_path / "e.md", tmp_path / "e.png")

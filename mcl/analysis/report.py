@@ -527,7 +527,8 @@ def first_page(params: Params, summary: dict, hyp: dict, art: dict) -> list[str]
               "the observed standard error (primaries also at the strictest Holm level, alpha / "
               f"{len(prim)}). Calibration: `tests/test_stats.py` simulates null and planted-effect studies at 3, 5 "
               "and 10 seeds for each design (per-seed scalars, independent items, crossed seeds x label sets) and "
-              "requires a false-positive rate of at most 5% plus Monte Carlo error and the nominal power.", "",
+              "requires a false-positive rate of at most 5% plus Monte Carlo error and the nominal power. The seed count "
+              "comes from the power analysis in docs/power.md (`uv run mcl power`).", "",
               "| key | role | delta | MDE (80% power) | MDE at alpha / m (primaries) | detects delta? |",
               "|---|---|---|---|---|---|"]
     too_big, not_computed, degenerate = [], [], []

@@ -41,7 +41,7 @@ from mcl.analysis.arrays import as_matrix
 
 __all__ = [
     "seed_effect_ci", "crossed_reference_df", "t_interval", "tost", "holm", "verdict", "decide_effect", "t_test_power",
-    "minimum_detectable_effect", "seeds_for_power", "spearman",
+    "minimum_detectable_effect", "planned_se", "seeds_for_power", "spearman",
     "VERDICTS",
 ]
 
@@ -514,35 +514,67 @@ def minimum_detectable_effect(se: float, df: float, alpha: float = 0.05, power: 
     return float(scipy.optimize.brentq(f, 0.0, hi, xtol=1e-10)) * se
 
 
-def seeds_for_power(seed_sd: float, delta: float, alpha: float = 0.05, power: float = 0.8,
-                    max_seeds: int = 30) -> int:
-    """Smallest number of seeds at which a paired t over seeds detects ``delta`` with ``power``.
+def planned_se(components: Mapping[str, float], n_seeds: int, n_groups: int = 1,
+               alpha: float = 0.05) -> tuple[float, float]:
+    """Expected standard error and df of :func:`seed_effect_ci`'s effect at another seed count.
 
     Parameters
     ----------
-    seed_sd : standard deviation over seeds of the per-seed mean effect (``seed_sd`` of
-        :func:`seed_effect_ci`, or a pilot estimate), in the metric's unit
-    delta : the effect to detect, same unit
+    components : variance components of a pilot, as :func:`seed_effect_ci` returns them:
+        ``seed`` (with one group: the variance of the per-seed paired differences), and for a
+        crossed design also ``group`` and ``residual`` (at the seed x group cell-mean level)
+    n_seeds : the planned seed count ``S >= 2``
+    n_groups : the groups (label sets, tasks) of the design, ``G`` (1: per-seed scalars)
+    alpha : the level at which the crossed design's effective df is matched
+
+    Returns
+    -------
+    ``(se, df)``. One group: ``sqrt(seed / S)`` on ``S - 1`` df. Crossed:
+    ``Var = s2_seed / S + s2_group / G + s2_res / (S G)``, with the df of
+    :func:`crossed_reference_df` at the expected mean squares; the group term does not shrink
+    with more seeds. At the pilot's own ``S`` this is the pilot's ``se`` (up to the truncation
+    of a negative group component).
+    """
+    S, G = int(n_seeds), int(n_groups)
+    if S < 2 or G < 1:
+        raise ValueError(f"need n_seeds >= 2 and n_groups >= 1, got {n_seeds}, {n_groups}")
+    seed = float(components["seed"])
+    if G == 1:
+        return math.sqrt(seed / S), float(S - 1)
+    res, group = float(components["residual"]), float(components["group"])
+    ms_seed, ms_group, ms_res = res + G * seed, res + S * group, res
+    var = _grand_mean_variance(ms_seed, ms_group, ms_res) / (S * G)
+    df = crossed_reference_df(ms_seed, ms_group, ms_res, S, G, alpha) if var > 0 else float(S - 1)
+    return math.sqrt(var), df
+
+
+def seeds_for_power(components: Mapping[str, float], delta: float, n_groups: int = 1, alpha: float = 0.05,
+                    power: float = 0.8, max_seeds: int = 30) -> int | None:
+    """Smallest number of seeds at which the t test of the effect detects ``delta`` with ``power``.
+
+    Parameters
+    ----------
+    components, n_groups : the pilot's variance components and the design's group count, as
+        for :func:`planned_se` (a seed-level standard deviation ``sd`` alone:
+        ``{"seed": sd**2}``, one group)
+    delta : the effect to detect, in the metric's unit
     alpha, power : two-sided level and the target power
     max_seeds : largest seed count considered
 
     Returns
     -------
     ``n`` in ``[2, max_seeds]``: the smallest ``n`` with :func:`t_test_power`
-    ``(delta, seed_sd / sqrt(n), n - 1, alpha) >= power``. Raises ``ValueError`` when even
-    ``max_seeds`` seeds fall short. This sizes the seed-level term only: a variance
-    component that does not shrink with more seeds (e.g. label-set variability of a crossed
-    design, ``components['group'] / n_groups``) is not reduced by adding seeds.
+    ``(delta, *planned_se(components, n, n_groups, alpha), alpha) >= power``; None when even
+    ``max_seeds`` seeds fall short (for a crossed design possibly at any seed count: the group
+    term is reduced by more groups, not more seeds).
     """
-    if not (seed_sd >= 0 and delta != 0):
-        raise ValueError(f"need seed_sd >= 0 and delta != 0, got {seed_sd}, {delta}")
-    if seed_sd == 0:
-        return 2
+    if delta == 0:
+        raise ValueError("delta must be non-zero")
     for n in range(2, int(max_seeds) + 1):
-        if t_test_power(delta, seed_sd / math.sqrt(n), n - 1, alpha) >= power:
+        se, df = planned_se(components, n, n_groups, alpha)
+        if se == 0 or t_test_power(delta, se, df, alpha) >= power:
             return n
-    reached = t_test_power(delta, seed_sd / math.sqrt(max_seeds), max_seeds - 1, alpha)
-    raise ValueError(f"{max_seeds} seeds give power {reached:.3f} < {power} for delta={delta}, seed_sd={seed_sd}")
+    return None
 
 
 # ---------------------------------------------------------------------------
