@@ -147,6 +147,14 @@ def test_render_dose_response(tmp_path):
     assert "| 0.3 | wacky-neck | 0.08 | [0.06, 0.1] | 0.4 | supported |" in md
     assert "| pagan-alto | 1 | 3 | queued |" in md
     assert (tmp_path / "dose" / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the compact metrics/hypotheses.json carries no p-values: no p column
+    for r in rows:
+        for e in r["results"].values():
+            e["p"] = None
+    render_dose_response(rows, tmp_path / "nop.md", tmp_path / "nop.png")
+    md = (tmp_path / "nop.md").read_text()
+    assert "| beta | experiment | effect | CI | verdict |" in md and "| p |" not in md
+    assert "| 0.3 | wacky-neck | 0.08 | [0.06, 0.1] | supported |" in md
     # nothing collected: still writes both, no selection
     empty = render_dose_response([], tmp_path / "e.md", tmp_path / "e.png")
     assert empty == {"selected_beta": None, "keys": []} and (tmp_path / "e.png").is_file()

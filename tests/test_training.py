@@ -512,3 +512,23 @@ def test_cli_unwritable_output_dir_exits_2(tmp_path, write_tiny_params, run_mcl)
     line = error_line(proc)
     assert "not writable" in line and "not-a-dir" in line
     assert not (tmp_path / "metrics").exists(), "work started before the output check"
+
+
+def test_share_arm_at_beta_zero_is_the_baseline(make_tiny_params, tmp_path):
+    """The arms differ only by the treatment: with loss.beta = 0 the share arm trains the baseline's
+    weights bit for bit (same data order, initialisation and every other loss); at the default beta
+    it does not."""
+    from mcl.analysis.reproducibility import weights_digest
+    from mcl.training.checkpoint import load_checkpoint
+    from mcl.training.trainer import train
+
+    def digest(params, arm):
+        run = tmp_path / f"{arm}-{params.loss.beta}"
+        train(params, arm, 0, run / "model", run / "metrics", progress=False, tensorboard=False)
+        return weights_digest(load_checkpoint(run / "model" / "last.pt")["model"])
+
+    default = make_tiny_params()
+    assert default.loss.beta > 0
+    baseline = digest(default, "baseline")
+    assert digest(make_tiny_params({"loss.beta": 0.0}), "share") == baseline
+    assert digest(default, "share") != baseline

@@ -179,7 +179,7 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
         f"  seed count whose pipeline fits {r['budget_min']:g} min: **{r['affordable']} seeds**.",
     ]
     if under:
-        lines.append("- **Underpowered at the recommended count** (the report's 'cannot detect delta' rows):")
+        lines.append(f"- **Underpowered at the recommended count** (at alpha / {m}):")
         lines += [f"  - `{p['key']}` needs {_seeds_text(p['seeds_holm'], max_seeds)} seeds "
                   f"(MDE {_fmt(p['mde'].get(r['recommended']))} at {r['recommended']} seeds vs delta {p['delta']:g})."
                   for p in under]
@@ -223,6 +223,6 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
         "| seeds | projected pipeline (min) | fits the budget |",
         "|---|---|---|",
     ]
-    for n in sorted({2, 3, 4, 5, 6, 7, 8, 10, 12, n_now, r["recommended"]}):
+    for n in sorted({*range(2, 11), 12, 16, n_now, r["recommended"]}):
         lines.append(f"| {n} | {cost(n):.1f} | {'yes' if cost(n) <= r['budget_min'] else 'no'} |")
     return "\n".join(lines) + "\n"

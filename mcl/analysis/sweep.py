@@ -193,17 +193,20 @@ def _markdown(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str
                  else f"Selected beta: none (no experiment has a finite `{DEV_KEY}` effect).")
     lines += ["", "| experiment | beta | seeds | state |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {_fmt(r['beta'])} | {r.get('n_seeds') or 'n/a'} | {r['state']} |" for r in rows]
+    # the compact metrics/hypotheses.json has no p-values: show the column only when some row has one
+    with_p = any(e.get("p") is not None for r in rows for e in r["results"].values())
     for key in keys:
         h = hyps.get(key)
         title = f"`{key}` ({h.role}, {h.split}, unit: {h.unit})" if h else f"`{key}`"
-        lines += ["", f"## {title}", "", "| beta | experiment | effect | CI | p | verdict |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", f"## {title}", "", "| beta | experiment | effect | CI |" + (" p |" if with_p else "") + " verdict |",
+                  "|---|---|---|---|" + ("---|" if with_p else "") + "---|"]
         for r in rows:
             e = r["results"].get(key)
             if e is None:
                 continue
+            p = f" {_fmt(e['p'], 3)} |" if with_p else ""
             lines.append(f"| {_fmt(r['beta'])} | {r['name']} | {_fmt(e['effect'])} | "
-                         f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}] | {_fmt(e['p'], 3)} | {e['verdict'] or 'n/a'} |")
+                         f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}] |{p} {e['verdict'] or 'n/a'} |")
     return "\n".join(lines) + "\n"
 
 
