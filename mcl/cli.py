@@ -485,7 +485,7 @@ def power(params_path, pipeline_min, budget_min, power_level, max_seeds, analysi
 def sweep(exp_json, out, figure, rev):
     """Collect a loss.beta sweep into a dose-response table and figure; beta is chosen on dev only.
 
-    Queue and run the sweep first:  uv run dvc exp run --queue -S loss.beta=0,0.03,0.1,0.3,1
+    Queue and run the sweep first:  uv run dvc exp run --queue -S loss.beta=0.03,0.1,0.3,1
     then  uv run dvc queue start  (and wait for `dvc queue status` to show Success).
     """
     import json

@@ -132,6 +132,7 @@ def test_select_beta_uses_dev_only():
     zero = [{"beta": 0.0, "results": {"dev_exact_match": {"effect": 0.0}}},
             {"beta": 0.3, "results": {"dev_exact_match": {"effect": -0.01}}}]
     assert select_beta(zero) == 0.0
+    assert select_beta(zero[1:]) == 0.0  # beta 0 (the baseline itself) competes even when not run
     with pytest.raises(ValueError, match="no experiment"):
         select_beta([{"beta": None, "results": {}}])
 
@@ -147,6 +148,7 @@ def test_render_dose_response(tmp_path):
     assert "| 0.3 | wacky-neck | 0.08 | [0.06, 0.1] | 0.4 | supported |" in md
     assert "| pagan-alto | 1 | 3 | queued |" in md
     assert (tmp_path / "dose" / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "No beta = 0 experiment" in md  # the fixture sweeps 0.03, 0.3 and 1
     # the compact metrics/hypotheses.json carries no p-values: no p column
     for r in rows:
         for e in r["results"].values():
