@@ -79,12 +79,16 @@ def test_collect_sweep_handles_errors_and_odd_entries():
     exps.append({"revs": [broken], "executor": None, "name": "sad-run"})
     exps.append({"revs": [], "executor": None, "name": "empty"})
     nobeta = rev("no-beta", "e" * 40, None, {"M_gap": hyp(float("nan"))})
-    exps.append({"revs": [nobeta], "executor": {"state": "running"}, "name": "no-beta"})
+    exps.append({"revs": [nobeta], "executor": None, "name": "no-beta"})
+    # a running experiment shows its baseline's metrics: they are not its results
+    stale = rev("busy-run", "f" * 40, 0.3, {"M_gap": hyp(0.5)})
+    exps.append({"revs": [stale], "executor": {"state": "running"}, "name": "busy-run"})
     rows = {r["name"]: r for r in collect_sweep(show)}
     assert "empty" not in rows
     assert rows["sad-run"]["state"] == "failed" and rows["sad-run"]["error"] == "failed to reproduce"
     assert rows["sad-run"]["results"] == {}
-    assert rows["no-beta"]["beta"] is None and rows["no-beta"]["state"] == "running"
+    assert rows["no-beta"]["beta"] is None and rows["no-beta"]["state"] == "success"
+    assert rows["busy-run"]["state"] == "running" and rows["busy-run"]["results"] == {}
     assert rows["no-beta"]["results"]["M_gap"]["effect"] is None  # NaN -> None
     assert list(rows)[-1] == "no-beta"  # missing beta sorts last
 

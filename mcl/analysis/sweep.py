@@ -130,13 +130,15 @@ def collect_sweep(exp_show_json: list | dict, metrics_path: str = METRICS_PATH, 
     (the commit the experiment is based on), ``state`` (``success``, ``queued``, ``running``,
     ``failed``, ...), ``error`` (DVC's message or None), ``beta`` (float or None), ``results``
     (``key -> {effect, ci_low, ci_high, p, verdict, role, mde}``; ``p`` is ``p_holm`` when
-    present, else ``p_value``; {} when the metrics file is missing), ``n_seeds`` (the length
+    present, else ``p_value``; {} when the metrics file is missing or the experiment did not
+    succeed), ``n_seeds`` (the length
     of ``train.seeds``, or None) and ``dev_exact_match`` (the dev effect, or None).
     """
     rows = []
     for name, rev, parent, state, data, error in _iter_experiments(exp_show_json):
         params = _file_data(data.get("params"), params_file)
-        results = _results(_file_data(data.get("metrics"), metrics_path))
+        # a queued, running or failed experiment shows its baseline commit's metrics: not its results
+        results = _results(_file_data(data.get("metrics"), metrics_path)) if state == "success" else {}
         err = error.get("msg", str(error)) if isinstance(error, Mapping) else error
         rows.append({
             "name": name, "rev": rev, "parent": parent, "state": state, "error": err,
