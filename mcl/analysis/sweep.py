@@ -131,8 +131,8 @@ def collect_sweep(exp_show_json: list | dict, metrics_path: str = METRICS_PATH, 
     ``failed``, ...), ``error`` (DVC's message or None), ``beta`` (float or None), ``results``
     (``key -> {effect, ci_low, ci_high, p, verdict, role, mde}``; ``p`` is ``p_holm`` when
     present, else ``p_value``; {} when the metrics file is missing or the experiment did not
-    succeed), ``n_seeds`` (the length
-    of ``train.seeds``, or None) and ``dev_exact_match`` (the dev effect, or None).
+    succeed), ``n_seeds`` (the length of ``train.seeds``, or None) and ``dev_exact_match``
+    (the dev effect, or None).
     """
     rows = []
     for name, rev, parent, state, data, error in _iter_experiments(exp_show_json):
