@@ -135,14 +135,16 @@ def evaluate(params_path, arm, seed, models_dir, out):
     """Zero-shot evaluation of a trained model on val (lengths 1-2), test (unseen length 3),
     dev (other unseen length-3 label sets, for model selection) and novel2 (held-out length-2 combinations).
 
-    Writes exact_match, cell_accuracy and iou overall, per composition length and per
-    primitive, next to copy-the-query and majority-colour reference rows.
+    Writes exact_match, cell_accuracy and iou overall, per composition length, per primitive
+    (alone and in any composition) and per label set, next to copy-the-query and majority-colour
+    reference rows; and beside it <name>.examples.npz, the predicted grids of a few episodes per
+    primitive (the report's figure).
     """
     params = _load(params_path)
     from mcl.data.store import open_store
     from mcl.evaluation.summary import SPLITS
-    from mcl.evaluation.zero_shot import evaluate_model
-    from mcl.io import write_json
+    from mcl.evaluation.zero_shot import evaluate_model, examples
+    from mcl.io import write_json, write_npz
     from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
 
     params = arm_params(params, arm)
@@ -152,9 +154,11 @@ def evaluate(params_path, arm, seed, models_dir, out):
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
     splits = [s for s in SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
-    result = evaluate_model(model, {s: store.load(s) for s in splits}, store.primitives,
-                            params.eval.batch_size, device)
+    eps = {s: store.load(s) for s in splits}
+    result = evaluate_model(model, eps, store.primitives, params.eval.batch_size, device)
     write_json(out, result)
+    shown = {s: eps[s] for s in ("val", "test")}
+    write_npz(out.with_suffix(".examples.npz"), examples(model, shown, params.eval.batch_size, device))
     ref = result["reference"]
     click.echo(f"{name}: val exact_match {result['val']['exact_match']:.4f} iou {result['val']['iou']:.4f} "
                f"(copy {ref['val']['copy']['exact_match']:.4f} / {ref['val']['copy']['iou']:.4f}); "
@@ -411,7 +415,8 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
 @cli.command()
 @PARAMS_OPTION
 @click.option("--out", default="docs/learnability.md", show_default=True, help="Markdown report to write.")
-@click.option("--figure", default="docs/figures/learnability.png", show_default=True, help="PNG figure to write.")
+@click.option("--figure", default="docs/figures/learnability.png", show_default=True,
+              help="PNG figure to write; the per-primitive figure goes beside it as <name>_primitives.png.")
 @click.option("--seed", default=0, show_default=True, help="Training seed of every variant.")
 @click.option("--workers", type=int, default=None, help="Runs side by side (default as `mcl train`).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
@@ -419,11 +424,13 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
 def learnability(params_path, out, figure, seed, workers, work_dir):
     """Does the model learn the task? Train the default recipe and its ablations, write curves.
 
-    Variants (mcl/analysis/learnability.py): default, share arm, SAE gradient into h,
-    auxiliary weight 0 and 0.1, uniform instead of grouped batches, denser grids, and the
-    oracle-task control. Val and test exact match against steps go to docs/learnability.md
-    and its figure. Not a pipeline stage: it trains 8 models (about 15 minutes at the
-    defaults on 2 cores).
+    Variants (mcl/analysis/learnability.py): default, share arm, the oracle-task control, and
+    one change each: no executor co-training, auxiliary weight 0 and 1, cosine decay all along,
+    one executor pass, the previous executor (also given the true program), the previous
+    demonstration embedding, the previous model, the GRU encoder. Val, test and per-primitive
+    val exact match against steps, with steps and core-minutes to val 0.5 / 0.8 / 0.95, go to
+    docs/learnability.md and its figures. Not a pipeline stage: it trains 13 models (about an
+    hour at the defaults on 2 cores).
     """
     params = _load(params_path)
     from mcl.analysis.learnability import VARIANTS, learnability_study

@@ -54,6 +54,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     encoder: str = spec(choices=("transformer", "gru", "oracle"))
+    demo_embed: str = spec(choices=("correspondence", "patch"))
+    executor: str = spec(choices=("routing", "transformer"))
+    executor_steps: int = spec(ge=1, le=6)
     d_model: int = spec(ge=4)
     n_layers: int = spec(ge=1)
     n_heads: int = spec(ge=1)
@@ -104,6 +107,7 @@ class SaeLossConfig:
 @dataclass(frozen=True)
 class LossConfig:
     task: str = spec(choices=("ce", "iou"))
+    cotrain: float = spec(ge=0.0)
     alpha: float = spec(ge=0.0)
     beta: float = spec(ge=0.0)
     gamma: float = spec(ge=0.0)
@@ -123,6 +127,8 @@ class TrainConfig:
     lr: float = spec(gt=0.0)
     weight_decay: float = spec(ge=0.0)
     warmup_steps: int = spec(ge=0)
+    lr_decay: float = spec(gt=0.0, le=1.0)
+    cotrain_episodes: int = spec(ge=1)
     grad_clip: float = spec(ge=0.0)
     grad_accum: int = spec(ge=1)
     log_every: int = spec(ge=1)
@@ -281,6 +287,12 @@ def _check_consistency(p: Params, source: str) -> None:
         fail(f"data.min_shapes must be <= data.max_shapes ({p.data.max_shapes}), got {p.data.min_shapes}")
     if p.model.d_model % p.model.n_heads:
         fail(f"model.d_model must be divisible by model.n_heads ({p.model.n_heads}), got {p.model.d_model}")
+    if p.model.executor == "routing" and p.model.h_dim % p.model.executor_steps:
+        fail(f"model.h_dim must be divisible by model.executor_steps ({p.model.executor_steps}) for the routing "
+             f"executor, got {p.model.h_dim}")
+    if (p.model.encoder == "oracle" or p.loss.cotrain > 0) and p.model.h_dim % 3:
+        fail(f"model.h_dim must be divisible by 3 (one slot per program step) for the program encoder "
+             f"(model.encoder oracle or loss.cotrain > 0), got {p.model.h_dim}")
     if p.model.sae_topk > p.model.sae_dim:
         fail(f"model.sae_topk must be <= model.sae_dim ({p.model.sae_dim}), got {p.model.sae_topk}")
     if p.loss.sae.detach and p.model.decode_from == "h_hat":
@@ -293,6 +305,9 @@ def _check_consistency(p: Params, source: str) -> None:
         s = getattr(p.loss.schedule, name)
         if s.kind != "constant" and s.end <= s.start:
             fail(f"loss.schedule.{name}.end must be > start ({s.start}) for kind {s.kind}, got {s.end}")
+    if p.train.cotrain_episodes > p.train.batch_size:
+        fail(f"train.cotrain_episodes must be <= the batch (train.groups x train.group_size = {p.train.batch_size}), "
+             f"got {p.train.cotrain_episodes}")
     for key in ("seeds", "oracle_seeds"):
         seeds = getattr(p.train, key)
         if len(set(seeds)) != len(seeds):

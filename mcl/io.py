@@ -81,6 +81,14 @@ def write_json(path: str | os.PathLike, obj, **dumps) -> None:
     write_text(path, json.dumps(obj, indent=2, **dumps) + "\n")
 
 
+def write_npz(path: str | os.PathLike, arrays: dict) -> None:
+    """Write ``arrays`` (name -> numpy array) as a compressed ``.npz`` atomically."""
+    import numpy as np
+
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
 def finite_or_none(x) -> float | None:
     """``x`` as a float, or None when it is None, NaN or infinite."""
     if x is None:

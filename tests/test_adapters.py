@@ -13,7 +13,7 @@ from mcl.models.adapters import (Adapter, LoRALinear, freeze_except_inserted, in
 from mcl.models.model import MCLModel
 
 PARAMS = Path(__file__).parents[1] / "params.yaml"
-TARGETS = MCLModel.ADAPTER_TARGETS
+TARGETS = MCLModel(load_params(PARAMS).model, num_primitives=8).adapter_targets
 
 
 def make_model(encoder="transformer", seed=0):

@@ -125,7 +125,29 @@ def test_breakdown_by_length_and_primitive():
     assert byp[PRIMS[1]]["iou"] == pytest.approx((0.4 + 0.9) / 2)
     assert byp[PRIMS[2]]["cell_accuracy"] == pytest.approx((0.25 + 1.0) / 2)
     assert byp[PRIMS[3]] == pytest.approx({"exact_match": 0.0, "cell_accuracy": 0.5, "iou": 0.4, "episodes": 1})
+    # alone: only episode 0 is length 1 (rotate)
+    assert out["by_primitive_alone"] == {PRIMS[0]: pytest.approx({"exact_match": 1.0, "cell_accuracy": 1.0,
+                                                                  "iou": 1.0, "episodes": 1})}
+    # label sets are unordered, named in label order: {flip, swap}, {rotate, recolor} (program recolor, rotate)
+    sets = out["by_label_set"]
+    assert list(sets) == sorted([PRIMS[0], f"{PRIMS[1]}+{PRIMS[3]}", f"{PRIMS[0]}+{PRIMS[2]}",
+                                 f"{PRIMS[0]}+{PRIMS[1]}+{PRIMS[2]}"])
+    assert sets[f"{PRIMS[0]}+{PRIMS[2]}"] == pytest.approx({"exact_match": 0.0, "cell_accuracy": 0.25, "iou": 0.2,
+                                                            "episodes": 1})
+    assert sets[f"{PRIMS[1]}+{PRIMS[3]}"]["cell_accuracy"] == pytest.approx(0.5)
     json.dumps(out)  # goes into the metrics JSON as is
+
+
+def test_breakdown_groups_episodes_of_one_label_set():
+    """Two length-1 swap episodes and one length-1 rotate: the swap label set and swap alone average both."""
+    eps = episodes([[3, -1, -1], [3, -1, -1], [0, -1, -1]])
+    values = {"exact_match": torch.tensor([1.0, 0.0, 1.0]), "cell_accuracy": torch.tensor([1.0, 0.5, 1.0]),
+              "iou": torch.tensor([1.0, 0.5, 1.0])}
+    out = breakdown(values, eps, PRIMS)
+    assert out["by_label_set"][PRIMS[3]] == pytest.approx({"exact_match": 0.5, "cell_accuracy": 0.75, "iou": 0.75,
+                                                           "episodes": 2})
+    assert out["by_primitive_alone"][PRIMS[3]] == out["by_label_set"][PRIMS[3]]
+    assert out["by_primitive_alone"][PRIMS[0]]["episodes"] == 1
 
 
 def test_reference_rows_hand_made():

@@ -315,7 +315,7 @@ def test_detached_sae_leaves_the_encoder_gradient_unchanged(detach):
     grads = []
     for gamma in (0.0, 1.0):
         p = load_params(PARAMS, overrides={"loss.gamma": gamma, "loss.beta": 0.0, "loss.sae.detach": detach,
-                                           "model.d_model": 16, "model.n_heads": 2, "model.h_dim": 16,
+                                           "model.d_model": 16, "model.n_heads": 2, "model.h_dim": 24,
                                            "model.sae_dim": 32})
         torch.manual_seed(0)
         model = MCLModel(p.model, NUM_PRIMITIVES)

@@ -103,3 +103,14 @@ def test_bench_share_runs_without_a_store(write_tiny_params, run_mcl, tmp_path):
     proc = run_mcl(["bench", "share", "--params", params], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Gram route" in proc.stdout and "share loss" in proc.stdout
+
+
+def test_bench_train_prints_the_default_and_the_previous_model_side_by_side(write_tiny_params, run_mcl, tmp_path):
+    params = write_tiny_params(tmp_path / "params.yaml", {"data.store": "data/missing.zarr"})
+    proc = run_mcl(["bench", "train", "--params", params, "--steps", "4"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    bare = float(out.split("bare forward/backward/step on a pre-built batch: ")[1].split(" ms")[0])
+    previous = float(out.split("transformer executor, no co-training), bare step: ")[1].split(" ms")[0])
+    ratio = float(out.split("default / previous: ")[1].split()[0])
+    assert ratio == pytest.approx(bare / previous, rel=0.1)  # the two times are printed to 0.1 ms

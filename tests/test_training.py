@@ -86,7 +86,7 @@ def test_cli_train_five_steps_batch_two(tmp_path, write_tiny_params, run_mcl):
     (root / ".dvc").mkdir(parents=True)
     for rel in ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
         shutil.copyfile(REPO / rel, root / rel)
-    write_tiny_params(root / "params.yaml", {"train.steps": 5, "train.groups": 1, "train.group_size": 2,
+    write_tiny_params(root / "params.yaml", {"train.steps": 5, "train.groups": 1, "train.group_size": 2, "train.cotrain_episodes": 2,
                                               "loss.share.k": 1, "train.log_every": 1, "train.eval_every": 5,
                                               "train.checkpoint_every": 5, "train.warmup_steps": 2})
     _git(root, "init", "-q")
@@ -309,6 +309,11 @@ def test_lr_schedule():
     assert lr_at(warmup + 50, base, warmup, total) == pytest.approx(base * (0.05 + 0.95 * 0.5))
     assert lr_at(total, base, warmup, total) == pytest.approx(0.05 * base)  # floor: 5% of base
     assert lr_at(total + 100, base, warmup, total) == pytest.approx(0.05 * base)
+    # decay over the last quarter only: constant until 75% of the steps, halfway down at 87.5%
+    assert lr_at(warmup + 10, base, warmup, 120, 0.25) == pytest.approx(base)
+    assert lr_at(90, base, warmup, 120, 0.25) == pytest.approx(base)
+    assert lr_at(105, base, warmup, 120, 0.25) == pytest.approx(base * (0.05 + 0.95 * 0.5))
+    assert lr_at(120, base, warmup, 120, 0.25) == pytest.approx(0.05 * base)
     lrs = [lr_at(s, base, warmup, total) for s in range(warmup, total)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:])) and min(lrs) > 0.05 * base
     assert lr_at(0, base, 0, total) == pytest.approx(base)  # no warmup
@@ -349,7 +354,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, tiny_params):
 
 def test_checkpoint_from_other_model_config_is_refused(tmp_path, tiny_params, make_tiny_params):
     path = _checkpoint(tiny_params, tmp_path / "run" / "best.pt")
-    other = make_tiny_params({"model.d_model": 32, "model.h_dim": 8})
+    other = make_tiny_params({"model.d_model": 32, "model.h_dim": 12})
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, to_dict(other.model))
     msg = str(err.value)

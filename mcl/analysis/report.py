@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from mcl.config import ARMS, CONTROLS, Params, run_name, to_dict
+from mcl.data.primitives import NAMES
 from mcl.evaluation.summary import SPLITS  # the zero-shot splits, in report order
 from mcl.io import write_text
 
@@ -447,8 +448,57 @@ def _manipulation_lead(hyp: dict, full: dict) -> tuple[bool, str]:
                    "hypothesis is about, so their verdicts say nothing about whether a shared subspace helps.")
 
 
-def first_page(params: Params, summary: dict, hyp: dict, art: dict) -> list[str]:
-    """The first page of results_summary.md: manipulation check, controls, detectability, H1-H4 table."""
+def primitive_means(evals: list[dict], split: str, section: str, primitives: list[str],
+                    reference: str | None = None) -> dict[str, float]:
+    """Mean over evaluate files of exact match per primitive in ``ev[split][section]`` (or in a
+    reference row of the first file, ``ev["reference"][split][reference][section]``); NaN where absent."""
+    def one(ev: dict) -> dict:
+        return (ev["reference"][split][reference] if reference else ev[split]).get(section, {})
+
+    rows = [one(ev) for ev in (evals[:1] if reference else evals)]
+    return {p: float(np.mean([r[p]["exact_match"] for r in rows])) if all(p in r for r in rows) else float("nan")
+            for p in primitives}
+
+
+def per_primitive_tables(rows: dict[str, dict[str, dict[str, float]]], primitives: list[str]) -> list[str]:
+    """Markdown: exact match per primitive, one table for val (the primitive alone) and one for test
+    (episodes containing it). ``rows``: row label -> {"val": {primitive: value}, "test": {...}}."""
+    lines = []
+    for split, what in (("val", "val, episodes of the primitive alone (length 1)"),
+                        ("test", "test, length-3 episodes that contain the primitive")):
+        lines += [f"Exact match per primitive, {what}:", "",
+                  "| run | " + " | ".join(primitives) + " |", "|---|" + "---|" * len(primitives)]
+        lines += [f"| {label} | " + " | ".join(fmt(v[split].get(p), 3) for p in primitives) + " |"
+                  for label, v in rows.items()]
+        lines.append("")
+    return lines
+
+
+def _fig_examples(examples: dict[str, np.ndarray], split: str, primitives: list[str], title: str, path: Path) -> None:
+    """Demonstrations, query, prediction and target of one episode per primitive (a row each)."""
+    from mcl.plots import draw_grid, save_figure
+
+    prim = examples[f"{split}_primitive"]
+    rows = [int(np.flatnonzero(prim == p)[0]) for p in range(len(primitives)) if (prim == p).any()]
+    inputs, outputs, pred = (examples[f"{split}_{k}"] for k in ("inputs", "outputs", "prediction"))
+    demos = inputs.shape[1] - 1
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), 2 * demos + 3, figsize=(1.1 * (2 * demos + 3), 1.2 * len(rows)), squeeze=False)
+    for r, i in enumerate(rows):
+        grids = [g for d in range(demos) for g in (inputs[i, d], outputs[i, d])] + [inputs[i, -1], pred[i], outputs[i, -1]]
+        heads = [f"demo {d + 1} {io}" for d in range(demos) for io in ("in", "out")] + ["query", "prediction", "target"]
+        for c, (g, head) in enumerate(zip(grids, heads)):
+            draw_grid(axes[r, c], g, head if r == 0 else None)
+        right = "right" if np.array_equal(pred[i], outputs[i, -1]) else "wrong"
+        axes[r, 0].set_ylabel(f"{primitives[prim[i]]}\n({right})", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def first_page(params: Params, summary: dict, hyp: dict, art: dict,
+               per_primitive: list[str] | None = None) -> list[str]:
+    """The first page of results_summary.md: manipulation check, controls (with ``per_primitive``, the
+    Markdown of :func:`per_primitive_tables`), detectability, H1-H4 table."""
     full = art.get("hypotheses", {})
     alpha = params.analysis.alpha
     pct = f"{100 * (1 - alpha):g}%"
@@ -509,7 +559,8 @@ def first_page(params: Params, summary: dict, hyp: dict, art: dict) -> list[str]
         if not above:
             lines.append("**Neither arm beats a trivial control on test: the models have not learned the task at "
                          "this scale, and the comparisons below are between models that do not solve it.**")
-    lines += ["", "Dev is used only to choose hyperparameters (`loss.beta`); its numbers are not evidence for or "
+    lines += [""] + (per_primitive or [])
+    lines += ["Dev is used only to choose hyperparameters (`loss.beta`); its numbers are not evidence for or "
                   "against any hypothesis. Learning curves of this recipe and of the ablations that explain it, with "
                   "the oracle-task control: `docs/learnability.md` (`uv run mcl learnability`).", ""]
 
@@ -649,7 +700,27 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
     rel = lambda name: f"figures/report/{name}"  # noqa: E731
 
     # --- results summary: the first page, then the headline numbers
-    summ = first_page(params, summary, hyp, art)
+    oracle_evals = [_read_json(metrics_dir / "eval" / f"{r}.json") for r in oracle_runs]
+    by_run = {**{f"{arm} ({len(seeds)} seeds)": list(evals[arm].values()) for arm in ARMS},
+              f"oracle control ({len(oracle_runs)} seed(s))": oracle_evals}
+    prim_rows = {label: {"val": primitive_means(evs, "val", "by_primitive_alone", NAMES),
+                         "test": primitive_means(evs, "test", "by_primitive", NAMES)} for label, evs in by_run.items()}
+    prim_rows["copy the query"] = {"val": primitive_means(oracle_evals, "val", "by_primitive_alone", NAMES, "copy"),
+                                   "test": primitive_means(oracle_evals, "test", "by_primitive", NAMES, "copy")}
+    example_runs = {arm: runs[arm][0] for arm in ARMS} | ({"oracle": oracle_runs[0]} if oracle_runs else {})
+    example_figs = []
+    for who, run in example_runs.items():
+        with np.load(metrics_dir / "eval" / f"{run}.examples.npz", allow_pickle=False) as z:
+            ex = {k: z[k] for k in z.files}
+        for split in ("val", "test"):
+            name = f"examples_{who}_{split}.png"
+            _fig_examples(ex, split, NAMES, f"{run}, {split}: one episode per primitive", fig_dir / name)
+            example_figs.append(f"![{run} {split}](figures/report/{name})")
+    per_primitive = per_primitive_tables(prim_rows, list(NAMES))
+    per_primitive += ["Predicted grids, one episode per primitive (val: the primitive alone; test: a length-3 "
+                      "episode containing it), for the first seed of each arm and the oracle:", "",
+                      " ".join(example_figs), ""]
+    summ = first_page(params, summary, hyp, art, per_primitive)
 
     def run_values(arm: str, key: str) -> list[float]:
         out = []

@@ -33,19 +33,25 @@ def _fixed_batch(params: Params, device) -> dict[str, torch.Tensor]:
 
 
 def bare_step_ms(params: Params, device, steps: int) -> float:
-    """Median ms of a bare forward / cross-entropy / backward / AdamW step on one pre-built batch."""
+    """Median ms of a bare forward / cross-entropy / backward / AdamW step on one pre-built batch
+    (with the co-training pass on ``train.cotrain_episodes`` when the model has one)."""
     torch.manual_seed(0)
     model = build_model(params, device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
     b = _fixed_batch(params, device)
     target = b["outputs"][:, -1].long()
+    few = slice(0, params.train.cotrain_episodes)
     times = []
     for i in range(steps + 3):
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
-        torch.nn.functional.cross_entropy(logits, target).backward()
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        if model.program_encoder is not None:
+            cotrain = model.execute_program(b["inputs"][few, -1], b["program"][few], b["args"][few])
+            loss = loss + torch.nn.functional.cross_entropy(cotrain, target[few])
+        loss.backward()
         opt.step()
         _sync(device)
         if i >= 3:  # warm-up
@@ -61,12 +67,21 @@ def _with_temp_store(params: Params, tmp: Path) -> Params:
     return dataclasses.replace(params, data=generate_store(params.data, path))
 
 
+def previous_model(params: Params) -> Params:
+    """``params`` with the model before the routing executor: patch tokens per pair, the FiLM transformer
+    executor, no co-training."""
+    return dataclasses.replace(params, model=dataclasses.replace(params.model, demo_embed="patch", executor="transformer"),
+                               loss=dataclasses.replace(params.loss, cotrain=0.0))
+
+
 def bench_train(params: Params, steps: int = 200) -> list[str]:
-    """Episodes/s of the real training loop vs a bare step of the same model, same run."""
+    """Episodes/s of the real training loop vs a bare step of the same model, and the bare step of the
+    previous model, same run."""
     device = resolve_device(params.train.device)
     batch = params.train.batch_size * params.train.grad_accum
     torch.set_num_threads(params.train.threads)
     bare = bare_step_ms(params, device, steps)
+    previous = bare_step_ms(previous_model(params), device, steps)
     p = dataclasses.replace(params, train=dataclasses.replace(params.train, steps=steps, device=str(device.type)))
     with tempfile.TemporaryDirectory() as tmp:
         p = _with_temp_store(p, Path(tmp))
@@ -81,6 +96,8 @@ def bench_train(params: Params, steps: int = 200) -> list[str]:
         f"mcl train (sampler, all losses incl. share + SAE, logging, val every {params.train.eval_every} steps, "
         f"checkpoints, start-up): {pipeline_ms:.1f} ms/step = {1e3 * batch / pipeline_ms:,.0f} episodes/s",
         f"pipeline overhead: {100 * (pipeline_ms / bare - 1):.0f}% over the bare step (target <= 25%)",
+        f"previous model (patch tokens, transformer executor, no co-training), bare step: {previous:.1f} ms/step; "
+        f"default / previous: {bare / previous:.2f}",
     ]
 
 

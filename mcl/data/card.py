@@ -8,19 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl.data.generator import Episodes
+from mcl.data.generator import Episodes, label_set_name, mask_name
 from mcl.data.primitives import PRIMITIVES, apply_primitive
 from mcl.data.store import EpisodeStore
 from mcl.io import write_text
-
-
-def label_set_name(labels_row, primitives) -> str:
-    return "+".join(p for p, bit in zip(primitives, labels_row) if bit)
-
-
-def mask_name(mask: int, primitives) -> str:
-    """``rotate+recolor`` for a label-set bitmask (bit p = primitive p)."""
-    return "+".join(p for i, p in enumerate(primitives) if int(mask) >> i & 1)
 
 
 # the label-set pools of the store attribute ``label_sets``: what each is and which splits use it

@@ -442,6 +442,16 @@ def balanced_holdout(candidates: np.ndarray, k: int, restarts: int = HOLDOUT_RES
     return np.sort(candidates[np.array(best, np.int64)]) if k else np.zeros(0, np.int64)
 
 
+def label_set_name(labels_row, primitives) -> str:
+    """``rotate+recolor`` for one episode's multi-hot labels [P]: its primitives in label order."""
+    return "+".join(p for p, bit in zip(primitives, labels_row) if bit)
+
+
+def mask_name(mask: int, primitives) -> str:
+    """``rotate+recolor`` for a label-set bitmask (bit p = primitive p)."""
+    return "+".join(p for i, p in enumerate(primitives) if int(mask) >> i & 1)
+
+
 def label_set_partition(cfg: DataConfig, table: SignatureTable | None = None) -> dict[str, np.ndarray]:
     """The label sets (sorted int64 bitmasks) each split draws from: train, novel2, dev, test.
 

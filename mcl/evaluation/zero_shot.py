@@ -1,9 +1,9 @@
 """Zero-shot evaluation behind `mcl evaluate`: val (lengths 1-2) and test (unseen length-3 compositions).
 
-Reports ``exact_match``, ``cell_accuracy`` and ``iou`` overall, per composition length and
-per primitive (episodes whose label contains it), with two reference rows computed on the
-same episodes: ``copy`` (predict the query input) and ``majority`` (every cell gets the
-query input's most frequent colour).
+Reports ``exact_match``, ``cell_accuracy`` and ``iou`` overall, per composition length, per
+primitive (episodes whose label contains it), per primitive alone (length-1 episodes of it) and
+per label set, with two reference rows computed on the same episodes: ``copy`` (predict the
+query input) and ``majority`` (every cell gets the query input's most frequent colour).
 """
 
 from __future__ import annotations
@@ -12,18 +12,24 @@ import numpy as np
 import torch
 
 from mcl.data.dataset import DeviceSplit
-from mcl.data.generator import Episodes
+from mcl.data.generator import Episodes, label_set_name
 from mcl.evaluation.metrics import copy_prediction, majority_prediction, per_episode, summarise
 
 
 def breakdown(values: dict[str, torch.Tensor], eps: Episodes, primitives: list[str]) -> dict:
-    """Overall metrics plus ``by_length`` and ``by_primitive`` sections for per-episode ``values``."""
+    """Overall metrics plus ``by_length``, ``by_primitive`` (episodes containing it), ``by_primitive_alone``
+    (its length-1 episodes) and ``by_label_set`` sections for per-episode ``values``."""
     lengths = torch.from_numpy((eps.program >= 0).sum(axis=1))
     labels = torch.from_numpy(eps.labels.astype(bool))
+    names = np.array([label_set_name(row, primitives) for row in eps.labels])
     out = summarise(values)
     out["by_length"] = {str(int(n)): summarise(values, lengths == n) for n in torch.unique(lengths)}
     out["by_primitive"] = {name: summarise(values, labels[:, i]) for i, name in enumerate(primitives)
                            if labels[:, i].any()}
+    alone = labels & (lengths == 1)[:, None]
+    out["by_primitive_alone"] = {name: summarise(values, alone[:, i]) for i, name in enumerate(primitives)
+                                 if alone[:, i].any()}
+    out["by_label_set"] = {name: summarise(values, torch.from_numpy(names == name)) for name in sorted(set(names))}
     return out
 
 
@@ -35,6 +41,38 @@ def reference_rows(eps: Episodes, primitives: list[str]) -> dict:
         "copy": breakdown(per_episode(copy_prediction(query), target), eps, primitives),
         "majority": breakdown(per_episode(majority_prediction(query), target), eps, primitives),
     }
+
+
+def example_index(eps: Episodes, per_primitive: int, alone: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``per_primitive`` episodes of each primitive (length-1 ones when ``alone``, else any that
+    contain it): ``(episode index, primitive index)``, int64 [n] each, primitive-major."""
+    lengths = (eps.program >= 0).sum(axis=1)
+    rows, prims = [], []
+    for p in range(eps.labels.shape[1]):
+        hits = np.flatnonzero(eps.labels[:, p].astype(bool) & ((lengths == 1) if alone else True))[:per_primitive]
+        rows += hits.tolist()
+        prims += [p] * len(hits)
+    return np.array(rows, dtype=np.int64), np.array(prims, dtype=np.int64)
+
+
+def examples(model, splits: dict[str, Episodes], batch_size: int, device: torch.device,
+             per_primitive: int = 2) -> dict[str, np.ndarray]:
+    """Predicted grids of a few episodes per primitive, for the report's figure: per split ``{split}_inputs``,
+    ``{split}_outputs`` uint8 [n, S, 8, 8], ``{split}_prediction`` uint8 [n, 8, 8], ``{split}_primitive`` [n]
+    (val: episodes of the primitive alone; other splits: episodes that contain it)."""
+    from mcl.training.trainer import predict_split
+
+    out = {}
+    for name, eps in splits.items():
+        index, prim = example_index(eps, per_primitive, alone=name == "val")
+        if not len(index):
+            continue
+        preds = [p.cpu() for _, p in predict_split(model, DeviceSplit(eps.take(index), device),
+                                                   np.arange(len(index)), batch_size)]
+        out[f"{name}_inputs"], out[f"{name}_outputs"] = eps.inputs[index], eps.outputs[index]
+        out[f"{name}_prediction"] = torch.cat(preds).numpy().astype(np.uint8)
+        out[f"{name}_primitive"] = prim
+    return out
 
 
 def evaluate_model(model, splits: dict[str, Episodes], primitives: list[str], batch_size: int,

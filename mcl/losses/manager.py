@@ -38,7 +38,8 @@ def schedule_factor(cfg: ScheduleConfig, step: int) -> float:
 class LossManager:
     """Combines the task, auxiliary, shared-subspace and SAE losses for one training step.
 
-    ``total = task + alpha(t) * aux + beta(t) * share + gamma(t) * sae`` where each weight is
+    ``total = task + alpha(t) * aux + beta(t) * share + gamma(t) * sae (+ cotrain * task loss of the
+    executor given the true program, when given)`` where each weight is
     the configured value times :func:`schedule_factor`. ``aux`` is the mean binary
     cross-entropy of ``aux_logits`` against the multi-hot labels; ``share`` is
     :func:`~mcl.losses.share.share_loss` (skipped when ``loss.beta == 0``, computed without
@@ -89,6 +90,7 @@ class LossManager:
         groups: int,
         step: int,
         update: bool = True,
+        cotrain_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its components for one batch.
 
@@ -101,6 +103,8 @@ class LossManager:
         step : training step (schedules, monitor)
         update : after computing the loss, step the L1 controller and the monitor and fold
             the bases into the EMA bank; pass False for evaluation batches
+        cotrain_logits : [b, 10, 8, 8], the executor given the true program on the first b episodes
+            of the batch; adds ``loss.cotrain`` times its task loss (component ``cotrain``)
 
         Returns
         -------
@@ -119,6 +123,10 @@ class LossManager:
 
         total = task + w["alpha"] * aux + w["gamma"] * sae
         comps: dict[str, float] = {}
+        if cotrain_logits is not None:
+            cotrain = task_loss(cotrain_logits, target[:len(cotrain_logits)], cfg.task)
+            total = total + cfg.cotrain * cotrain
+            comps["cotrain"] = float(cotrain.detach())
         share_value = 0.0
         if cfg.beta > 0:
             sc = cfg.share

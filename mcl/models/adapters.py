@@ -3,7 +3,7 @@
 Both start as exact no-ops (LoRA ``B = 0``, adapter ``up = 0``), so a model's outputs
 are unchanged at insertion; only the inserted parameters are meant to be trained::
 
-    names = insert_lora(model, MCLModel.ADAPTER_TARGETS, rank=4, alpha=8.0)
+    names = insert_lora(model, model.adapter_targets, rank=4, alpha=8.0)
     n_trainable = freeze_except_inserted(model)
     opt = torch.optim.AdamW(inserted_parameters(model), lr=3e-3)
 """

@@ -7,12 +7,24 @@ autoencoder (SAE) re-expresses ``h`` as sparse codes ``z`` and a reconstruction
 sees the demonstrations.
 
     inputs, outputs [B, S, 8, 8]
-      demos = pairs [:, :-1] --encoder--> h [B, h_dim] --sae--> z [B, sae_dim], h_hat [B, h_dim]
+      demos = pairs [:, :-1] --demo embedding--> tokens --encoder--> h [B, h_dim]
+      h --sae--> z [B, sae_dim], h_hat [B, h_dim]
       query = inputs[:, -1]  --executor(query, h or h_hat)--> logits [B, 10, 8, 8]
       h or z --aux_head--> aux_logits [B, P]  (primitive labels)
 
-The oracle-task control (``model.encoder: oracle``) replaces the encoder by an embedding of
-the true program (primitive and parameters per step): it bounds what task inference can reach.
+Choices (``model.*``):
+
+* demo embedding: ``correspondence`` (one token per pair from where its output cells come from
+  under the grid's symmetries, :mod:`mcl.models.correspondence`) or ``patch`` (T patch tokens
+  per pair, input and output fused per position);
+* encoder: ``transformer`` (blocks over the tokens plus a summary token) or ``gru`` (over the
+  pairs); ``oracle`` replaces the encoder by an embedding of the true program (the oracle-task
+  control: it bounds what task inference can reach);
+* executor: ``routing`` (one program step per pass, cells moved by task-selected gathers,
+  :mod:`mcl.models.routing`) or ``transformer`` (FiLM-modulated blocks over patch tokens).
+
+With ``cotrain`` the model also holds a program encoder whose task vector the executor is
+trained on alongside (``loss.cotrain``); evaluation never uses it.
 
 Shape letters: B batch, k demonstration pairs, T tokens per grid = (8 / patch)^2,
 d = d_model.
@@ -27,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mcl.config import ModelConfig
+from mcl.models.correspondence import CorrespondenceEmbed
+from mcl.models.routing import RoutingExecutor
 
 GRID = 8          # grid side, in cells
 NUM_COLOURS = 10  # colours 0..9, 0 = background
@@ -129,6 +143,15 @@ class Block(nn.Module):
         return x
 
 
+def check_pairs(demo_in: torch.Tensor, demo_out: torch.Tensor, max_demos: int) -> None:
+    """Raise ValueError unless both are [B, k, 8, 8] with 1 <= k <= max_demos."""
+    if demo_in.ndim != 4 or demo_in.shape != demo_out.shape or demo_in.shape[-2:] != (GRID, GRID):
+        raise ValueError(f"demo_in and demo_out must both be [B, k, 8, 8], got {tuple(demo_in.shape)} "
+                         f"and {tuple(demo_out.shape)}")
+    if not 1 <= demo_in.shape[1] <= max_demos:
+        raise ValueError(f"number of demonstration pairs must be in 1..{max_demos}, got {demo_in.shape[1]}")
+
+
 class PairEmbed(nn.Module):
     """Demonstration pairs -> one token per (pair, patch position).
 
@@ -151,12 +174,8 @@ class PairEmbed(nn.Module):
 
     def forward(self, demo_in: torch.Tensor, demo_out: torch.Tensor) -> torch.Tensor:
         """Long [B, k, 8, 8] pairs -> tokens [B, k, T, d]."""
-        if demo_in.ndim != 4 or demo_in.shape != demo_out.shape or demo_in.shape[-2:] != (GRID, GRID):
-            raise ValueError(f"demo_in and demo_out must both be [B, k, 8, 8], got {tuple(demo_in.shape)} "
-                             f"and {tuple(demo_out.shape)}")
+        check_pairs(demo_in, demo_out, self.max_demos)
         k = demo_in.shape[1]
-        if not 1 <= k <= self.max_demos:
-            raise ValueError(f"number of demonstration pairs must be in 1..{self.max_demos}, got {k}")
         x = self.grid(torch.stack([demo_in, demo_out], dim=2))        # [B, k, 2, T, d]
         x = x + self.role.weight[None, None, :, None, :]
         x = self.fuse(torch.cat([x[:, :, 0], x[:, :, 1]], dim=-1))    # [B, k, T, d]
@@ -167,16 +186,42 @@ class PairEmbed(nn.Module):
 # encoders: forward(demo_in, demo_out) -> (h, acts)
 
 
+def demo_embedding(cfg: ModelConfig, max_demos: int) -> nn.Module:
+    """The ``model.demo_embed`` module: pairs [B, k, 8, 8] -> tokens [B, k, T, d] (T = 1 for correspondence)."""
+    if cfg.demo_embed == "correspondence":
+        return CorrespondenceTokens(cfg.d_model, max_demos)
+    return PairEmbed(cfg.d_model, cfg.patch, max_demos)
+
+
+class CorrespondenceTokens(nn.Module):
+    """:class:`~mcl.models.correspondence.CorrespondenceEmbed` as one token per pair, plus a pair-index embedding."""
+
+    n_tokens = 1
+
+    def __init__(self, d_model: int, max_demos: int):
+        super().__init__()
+        self.max_demos = max_demos
+        self.embed = CorrespondenceEmbed(d_model)
+        self.pair = nn.Embedding(max_demos, d_model)
+
+    def forward(self, demo_in: torch.Tensor, demo_out: torch.Tensor) -> torch.Tensor:
+        """Long [B, k, 8, 8] pairs -> tokens [B, k, 1, d]."""
+        check_pairs(demo_in, demo_out, self.max_demos)
+        x = self.embed(demo_in, demo_out)                             # [B, k, d]
+        return (x + self.pair.weight[:x.shape[1]])[:, :, None]
+
+
 class TransformerEncoder(nn.Module):
     """Pre-LN transformer over the tokens of all demonstration pairs plus a summary token.
 
-    ``h = to_h(ln_f(summary token))``.
+    The summary token enters as a learned vector plus the mean of the pair tokens (so h depends on
+    the demonstrations from the first step); ``h = to_h(ln_f(summary token))``.
     """
 
     def __init__(self, cfg: ModelConfig, max_demos: int = 16):
         super().__init__()
         d = cfg.d_model
-        self.embed = PairEmbed(d, cfg.patch, max_demos)
+        self.embed = demo_embedding(cfg, max_demos)
         self.summary = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
@@ -199,7 +244,7 @@ class TransformerEncoder(nn.Module):
         x = self.embed(demo_in, demo_out)                               # [B, k, T, d]
         B = x.shape[0]
         x = x.reshape(B, -1, x.shape[-1])                               # [B, kT, d]
-        x = torch.cat([self.summary.expand(B, -1, -1), x], dim=1)       # [B, 1 + kT, d]
+        x = torch.cat([self.summary + x.mean(dim=1, keepdim=True), x], dim=1)  # [B, 1 + kT, d], summary starts at the mean
         x = self.drop(x)
         acts = {}
         for i, block in enumerate(self.blocks):
@@ -221,7 +266,7 @@ class GRUEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, max_demos: int = 16):
         super().__init__()
         d = cfg.d_model
-        self.embed = PairEmbed(d, cfg.patch, max_demos)
+        self.embed = demo_embedding(cfg, max_demos)
         self.pair_proj = nn.Linear(self.embed.n_tokens * d, d)
         self.drop = nn.Dropout(cfg.dropout)
         # one module per layer so that every layer's outputs are visible in acts
@@ -246,37 +291,47 @@ class GRUEncoder(nn.Module):
 
 
 class ProgramEncoder(nn.Module):
-    """Oracle-task control: the true program, not the demonstrations, gives the task vector.
+    """The true program, not the demonstrations, gives the task vector (oracle-task control, co-training).
 
-    Each of the 3 steps is one token ``primitive * MAX_PARAMS + parameter row`` (a padding
-    token for absent steps) plus a step-position embedding; the concatenated step vectors go
-    through an MLP to ``h``. Same interface as the other encoders, with the program instead
-    of the demonstrations.
+    Step t (of 3) is embedded as ``primitive + first argument + second argument`` (one embedding
+    table each; the argument tables are shared by the primitives, so colour 3 is one vector whether
+    it is a recolour, border or fill colour; a padding embedding for absent steps), mapped by one
+    MLP shared by the steps to a slot of ``h_dim / 3``; ``h`` is the three slots in order. Sharing
+    the MLP across steps lets a primitive seen as step 1 or 2 in training be read as step 3.
     """
+
+    ARG_VALUES = 12  # (a, b) range over -2..9
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        from mcl.data.primitives import MAX_PARAMS, NUM_PRIMITIVES, PARAM_INDEX
+        from mcl.data.generator import MAX_STEPS
+        from mcl.data.primitives import NUM_PRIMITIVES
 
+        if cfg.h_dim % MAX_STEPS:
+            raise ValueError(f"the program encoder needs h_dim divisible by {MAX_STEPS}, got {cfg.h_dim}")
         d = cfg.d_model
-        self.register_buffer("param_index", torch.as_tensor(PARAM_INDEX), persistent=False)  # [P, 12, 12]
-        self.max_params, self.pad = MAX_PARAMS, NUM_PRIMITIVES * MAX_PARAMS
-        self.step = nn.Embedding(self.pad + 1, d)
-        self.position = nn.Embedding(3, d)
-        self.mlp = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        self.ln_f = nn.LayerNorm(d)
-        self.to_h = nn.Linear(d, cfg.h_dim)
+        self.num_primitives = NUM_PRIMITIVES
+        self.primitive = nn.Embedding(NUM_PRIMITIVES + 1, d)            # + padding
+        self.first_arg = nn.Embedding(self.ARG_VALUES, d)
+        self.second_arg = nn.Embedding(self.ARG_VALUES, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU())
+        self.to_h = nn.Linear(2 * d, cfg.h_dim // MAX_STEPS)
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation (unit-variance embeddings): distinct programs start far apart."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
     def forward(self, program: torch.Tensor, args: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """program [B, 3] (primitive per step, -1 padding), args [B, 3, 2] -> (h [B, h_dim], acts)."""
         program, args = program.long(), args.long()
-        prim = program.clamp_min(0)
-        row = self.param_index[prim, args[..., 0] + 2, args[..., 1] + 2]                  # [B, 3]
-        token = torch.where(program >= 0, prim * self.max_params + row, torch.full_like(prim, self.pad))
-        x = self.step(token) + self.position.weight                                       # [B, 3, d]
-        x = self.mlp(x.flatten(1))                                                        # [B, d]
-        h = self.to_h(self.ln_f(x))
-        return h, {"enc.0": x, "h": h}
+        present = program >= 0
+        x = self.primitive(torch.where(present, program, self.num_primitives))          # [B, 3, d]
+        x = x + present[..., None] * (self.first_arg(args[..., 0] + 2) + self.second_arg(args[..., 1] + 2))
+        x = self.mlp(x)                                                                  # [B, 3, 2d]
+        h = self.to_h(x).flatten(1)                                                      # [B, h_dim]
+        return h, {"enc.0": x.mean(dim=1), "h": h}
 
 
 # ---------------------------------------------------------------------------
@@ -415,12 +470,12 @@ class MCLModel(nn.Module):
         P, width of the auxiliary multi-hot label head.
     max_demos : int
         Largest number of demonstration pairs the encoder accepts.
+    cotrain : bool
+        Also hold a :class:`ProgramEncoder` (``program_encoder``) for :meth:`execute_program`,
+        the task vector of the true program the executor is co-trained on. Ignored by the oracle.
     """
 
-    # linear layers next to the bottleneck, targets for LoRA / adapters in few-shot adaptation
-    ADAPTER_TARGETS = ("encoder.to_h", "executor.film")
-
-    def __init__(self, cfg: ModelConfig, num_primitives: int, max_demos: int = 16):
+    def __init__(self, cfg: ModelConfig, num_primitives: int, max_demos: int = 16, cotrain: bool = False):
         super().__init__()
         if cfg.d_model % cfg.n_heads:
             raise ValueError(f"d_model ({cfg.d_model}) must be divisible by n_heads ({cfg.n_heads})")
@@ -434,10 +489,22 @@ class MCLModel(nn.Module):
             self.encoder = ProgramEncoder(cfg)
         else:
             raise ValueError(f"unknown encoder {cfg.encoder!r}")
+        self.program_encoder = ProgramEncoder(cfg) if cotrain and cfg.encoder != "oracle" else None
         self.sae = SparseAutoencoder(cfg.h_dim, cfg.sae_dim, cfg.sae_kind, cfg.sae_topk)
-        self.executor = Executor(cfg)
+        if cfg.executor == "routing":
+            self.executor = RoutingExecutor(cfg.h_dim, cfg.d_model, cfg.executor_steps)
+        else:
+            self.executor = Executor(cfg)
         self.aux_head = nn.Linear(cfg.h_dim if cfg.aux_from == "h" else cfg.sae_dim, num_primitives)
         self.apply(self._init_weights)
+        for module in self.modules():
+            if isinstance(module, (CorrespondenceEmbed, RoutingExecutor, ProgramEncoder)):
+                module.reset_parameters()  # their own initial form, not the transformer's N(0, 0.02)
+
+    @property
+    def adapter_targets(self) -> tuple[str, ...]:
+        """Linear layers next to the bottleneck, targets for LoRA / adapters in few-shot adaptation."""
+        return ("encoder.to_h", "executor.control.1" if self.cfg.executor == "routing" else "executor.film")
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -455,6 +522,12 @@ class MCLModel(nn.Module):
     def execute(self, query: torch.Tensor, task_vec: torch.Tensor) -> torch.Tensor:
         """Query grid [B, 8, 8] and task vector [B, h_dim] -> logits [B, 10, 8, 8]."""
         return self.executor(query.long(), task_vec)
+
+    def execute_program(self, query: torch.Tensor, program: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
+        """The executor given the true program's task vector (co-training): logits [B, 10, 8, 8]."""
+        if self.program_encoder is None:
+            raise ValueError("this model has no program encoder (built without cotrain)")
+        return self.execute(query, self.program_encoder(program, args)[0])
 
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, program: torch.Tensor | None = None,
                 args: torch.Tensor | None = None, detach_sae: bool = False) -> ModelOutput:

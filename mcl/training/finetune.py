@@ -5,7 +5,7 @@ episodes and ``queries`` held-out query episodes of that label set. Three ways t
 each from a fresh copy of the trained model:
 
 * ``none``: no adaptation (the zero-shot control);
-* ``lora`` or ``adapter`` (``finetune.method``): insert at ``MCLModel.ADAPTER_TARGETS`` and
+* ``lora`` or ``adapter`` (``finetune.method``): insert at ``MCLModel.adapter_targets`` and
   train only the inserted parameters;
 * ``full``: train every parameter (the other control).
 
@@ -94,9 +94,9 @@ def adapt(base, split: DeviceSplit, support: np.ndarray, query: np.ndarray, how:
     model = copy.deepcopy(base)
     model.train()
     if how == "lora":
-        insert_lora(model, model.ADAPTER_TARGETS, cfg.rank, cfg.lora_alpha)
+        insert_lora(model, model.adapter_targets, cfg.rank, cfg.lora_alpha)
     elif how == "adapter":
-        insert_adapter(model, model.ADAPTER_TARGETS, cfg.adapter_dim)
+        insert_adapter(model, model.adapter_targets, cfg.adapter_dim)
     if how in ("lora", "adapter"):
         freeze_except_inserted(model)
         trainable = inserted_parameters(model)

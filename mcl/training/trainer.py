@@ -1,6 +1,6 @@
 """The training loop behind `mcl train`: one arm, one seed, one run directory.
 
-AdamW with linear warmup and cosine decay, gradient clipping and accumulation, bf16
+AdamW with linear warmup, a constant stretch and a final cosine decay (``train.lr_decay``), gradient clipping and accumulation, bf16
 autocast on CUDA (off on CPU), batches from :class:`GroupedBatchSampler` over a
 device-resident split. The state after every completed step is a pure function of
 (params, arm, seed, step), so a run killed and resumed from its last checkpoint ends with
@@ -23,7 +23,7 @@ import yaml
 
 from mcl.config import ARMS, CONTROLS, ConfigError, Params, run_name, to_dict
 from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, RandomBatchSampler
-from mcl.data.primitives import NUM_PRIMITIVES
+from mcl.data.primitives import NAMES, NUM_PRIMITIVES
 from mcl.data.store import open_store
 from mcl.errors import NonFiniteLossError
 from mcl.evaluation.metrics import per_episode, summarise
@@ -62,33 +62,52 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Learning rate at ``step``: linear warmup over ``warmup`` steps, then cosine decay to 5% of ``base``."""
+def lr_at(step: int, base: float, warmup: int, total: int, decay: float = 1.0) -> float:
+    """Learning rate at ``step``: linear warmup over ``warmup`` steps, constant, then cosine decay to 5% of
+    ``base`` over the last ``decay`` fraction of ``total`` (``decay`` 1: cosine from the end of warmup)."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    start = max(warmup, total - decay * total)
+    progress = (step - start) / max(1, total - start)
+    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
 
 
 def build_model(params: Params, device) -> MCLModel:
-    return MCLModel(params.model, NUM_PRIMITIVES, max_demos=max(16, params.data.demos)).to(device)
+    """The model of ``params``, with a program encoder for co-training when ``loss.cotrain > 0``."""
+    return MCLModel(params.model, NUM_PRIMITIVES, max_demos=max(16, params.data.demos),
+                    cotrain=params.loss.cotrain > 0).to(device)
 
 
 @torch.no_grad()
+def predict_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch_size: int,
+                  autocast: bool = False):
+    """Yield ``(batch, predicted grids long [b, 8, 8])`` for ``split[index]`` in batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(index), batch_size):
+            b = split.batch(index[start:start + batch_size])
+            with torch.autocast(split.device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
+            yield b, logits.argmax(dim=1)
+    finally:
+        model.train(was_training)
+
+
 def evaluate_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch_size: int,
                    autocast: bool = False) -> dict[str, torch.Tensor]:
     """Per-episode metrics (exact_match, cell_accuracy, iou) of ``model`` on ``split[index]``; float [n] each."""
-    was_training = model.training
-    model.eval()
     parts: dict[str, list] = {}
-    for start in range(0, len(index), batch_size):
-        b = split.batch(index[start:start + batch_size])
-        with torch.autocast(split.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
-        for k, v in per_episode(logits.argmax(dim=1), b["outputs"][:, -1].long()).items():
+    for b, pred in predict_split(model, split, index, batch_size, autocast):
+        for k, v in per_episode(pred, b["outputs"][:, -1].long()).items():
             parts.setdefault(k, []).append(v.cpu())
-    model.train(was_training)
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def primitive_alone_masks(eps) -> dict[str, torch.Tensor]:
+    """Per primitive name, the episodes of ``eps`` that are that primitive alone (length 1): bool [n]."""
+    alone = torch.from_numpy(eps.labels.astype(bool) & ((eps.program >= 0).sum(axis=1) == 1)[:, None])
+    return {name: alone[:, i] for i, name in enumerate(NAMES) if alone[:, i].any()}
 
 
 def check_writable(*dirs: Path) -> None:
@@ -132,6 +151,7 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
     val_eps = store.load("val")
     val = DeviceSplit(val_eps, device)
     val_index = np.arange(min(cfg.val_episodes, len(val)))
+    alone = primitive_alone_masks(val_eps.take(val_index))  # per-primitive learning curves
     curve_splits = {name: DeviceSplit(store.load(name), device) for name in curves}
     online = OnlineSource(p.data, exclude=val_eps) if p.data.source == "online" else None
     train_split = None if online else DeviceSplit(store.load("train"), device)
@@ -172,7 +192,7 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
                disable=on_step is not None or not progress)
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_decay)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -195,10 +215,14 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             target = b["outputs"][:, -1].long()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(b["inputs"], b["outputs"], b["program"], b["args"], detach_sae=p.loss.sae.detach)
+                few = slice(0, cfg.cotrain_episodes)  # the executor also applies the true program to these
+                cotrain = (model.execute_program(b["inputs"][few, -1], b["program"][few], b["args"][few]).float()
+                           if model.program_encoder is not None else None)
             total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
                                   out.aux_logits.float(), b["labels"], cfg.groups, step,
-                                  update=micro == cfg.grad_accum - 1)  # controller/monitor/bank step once per step
-            bad = [k for k in ("task", "aux", "share", "sae", "loss") if not math.isfinite(comps.get(k, 0.0))]
+                                  update=micro == cfg.grad_accum - 1,  # controller/monitor/bank step once per step
+                                  cotrain_logits=cotrain)
+            bad = [k for k in ("task", "cotrain", "aux", "share", "sae", "loss") if not math.isfinite(comps.get(k, 0.0))]
             if bad:
                 finite = False
                 break
@@ -239,7 +263,9 @@ def train(params: Params, arm: str, seed: int, run_dir: str | os.PathLike, metri
             row["train/sae_dead_fraction"] = losses.monitor.dead_fraction(step)
             row.update({f"manip/{k}": v for k, v in manip.items()})
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                vm = summarise(evaluate_split(model, val, val_index, p.eval.batch_size, autocast))
+                values = evaluate_split(model, val, val_index, p.eval.batch_size, autocast)
+                vm = summarise(values)
+                row.update({f"val_alone/{name}": summarise(values, mask)["exact_match"] for name, mask in alone.items()})
                 row.update({f"val/{k}": v for k, v in vm.items() if k != "episodes"})
                 if vm["iou"] > best_iou and _finite_model(model):
                     best_iou = vm["iou"]
@@ -289,5 +315,5 @@ def load_trained(run_dir: str | os.PathLike, params: Params, device="cpu", which
     return model
 
 
-__all__ = ["ARMS", "NonFiniteLossError", "arm_params", "run_name", "train", "load_trained", "evaluate_split",
+__all__ = ["ARMS", "NonFiniteLossError", "arm_params", "run_name", "train", "load_trained", "evaluate_split", "predict_split",
            "resolve_device", "lr_at"]
