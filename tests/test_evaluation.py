@@ -13,7 +13,7 @@ from mcl.data.primitives import NAMES
 from mcl.data.store import open_store
 from mcl.evaluation.metrics import METRICS, copy_prediction, majority_prediction, per_episode, summarise
 from mcl.evaluation.summary import summarize_runs
-from mcl.evaluation.zero_shot import breakdown, evaluate_model, reference_rows
+from mcl.evaluation.zero_shot import breakdown, evaluate_model, example_index, examples, reference_rows
 from mcl.training.trainer import build_model, load_trained
 
 PRIMS = list(NAMES)
@@ -267,3 +267,27 @@ def test_summarize_runs_means_over_seeds(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="seed2.json"):
         summarize_runs([0, 2], [0], tmp_path / "eval", tmp_path / "finetune", "lora")
+
+
+def test_example_index_one_primitive_at_a_time():
+    # lengths 1, 2, 1, 3, 2; rotate(0) in 0, 1, 3; flip(1) in 1, 4; recolor(2) in 2, 3, 4
+    eps = episodes([[0, -1, -1], [0, 1, -1], [2, -1, -1], [0, 1, 2], [1, 2, -1]])
+    rows, prims = example_index(eps, 2, alone=True)            # length-1 episodes only
+    assert rows.tolist() == [0, 2] and prims.tolist() == [0, 2]
+    rows, prims = example_index(eps, 2, alone=False)           # any containing it, each episode once
+    assert rows.tolist() == [0, 1, 3, 4, 2] and prims.tolist() == [0, 0, 1, 1, 2]
+
+
+def test_examples_hold_the_model_predictions(tiny_store, tiny_params):
+    torch.manual_seed(0)
+    model = build_model(tiny_params, "cpu")
+    store = open_store(tiny_store)
+    splits = {s: store.load(s) for s in ("val", "test")}
+    out = examples(model, splits, 7, torch.device("cpu"), per_primitive=1)
+    for name, eps in splits.items():
+        index, prim = example_index(eps, 1, alone=name == "val")
+        assert np.array_equal(out[f"{name}_primitive"], prim)
+        assert np.array_equal(out[f"{name}_inputs"], eps.inputs[index])
+        with torch.no_grad():
+            pred = model.eval()(torch.from_numpy(eps.inputs[index]), torch.from_numpy(eps.outputs[index])).logits
+        assert np.array_equal(out[f"{name}_prediction"], pred.argmax(1).numpy())

@@ -45,11 +45,14 @@ def reference_rows(eps: Episodes, primitives: list[str]) -> dict:
 
 def example_index(eps: Episodes, per_primitive: int, alone: bool) -> tuple[np.ndarray, np.ndarray]:
     """The first ``per_primitive`` episodes of each primitive (length-1 ones when ``alone``, else any that
-    contain it): ``(episode index, primitive index)``, int64 [n] each, primitive-major."""
+    contain it and were not taken for an earlier primitive): ``(episode index, primitive index)``, int64 [n]
+    each, primitive-major."""
     lengths = (eps.program >= 0).sum(axis=1)
+    taken = np.zeros(len(eps.labels), dtype=bool)
     rows, prims = [], []
     for p in range(eps.labels.shape[1]):
-        hits = np.flatnonzero(eps.labels[:, p].astype(bool) & ((lengths == 1) if alone else True))[:per_primitive]
+        hits = np.flatnonzero(eps.labels[:, p].astype(bool) & ((lengths == 1) if alone else ~taken))[:per_primitive]
+        taken[hits] = True
         rows += hits.tolist()
         prims += [p] * len(hits)
     return np.array(rows, dtype=np.int64), np.array(prims, dtype=np.int64)
