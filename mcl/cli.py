@@ -69,13 +69,13 @@ def generate(params_path, out):
     params = _load(params_path)  # validate before importing anything heavy or doing any work
     from tqdm import tqdm
 
-    from mcl.data.generator import SPLITS, generate_dataset
+    from mcl.data.generator import ALL_SPLITS, generate_dataset
     from mcl.data.store import store_attrs, store_format, write_store
 
     cfg = params.data
     path = Path(out or cfg.store)
     store_format(path)  # fail early on an unknown suffix
-    with tqdm(total=len(SPLITS), desc="generate", unit="split", file=sys.stderr) as bar:
+    with tqdm(total=len(ALL_SPLITS), desc="generate", unit="split", file=sys.stderr) as bar:
         splits, label_sets = generate_dataset(cfg, progress=lambda name: (bar.set_postfix_str(name), bar.update()))
     write_store(path, splits, store_attrs(splits, cfg, label_sets))
     click.echo(f"wrote {path}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
@@ -112,7 +112,7 @@ def train(params_path, arm, seeds, workers, resume, models_dir, metrics_dir, no_
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     from mcl.training.pool import train_seeds
-    from mcl.training.trainer import run_name
+    from mcl.config import run_name
 
     seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
     summaries = train_seeds(params, arm, seeds, models_dir, metrics_dir, resume=resume, workers=workers,
@@ -142,10 +142,11 @@ def evaluate(params_path, arm, seed, models_dir, out):
     """
     params = _load(params_path)
     from mcl.data.store import open_store
-    from mcl.evaluation.summary import SPLITS
+    from mcl.evaluation.summary import ZERO_SHOT_SPLITS
     from mcl.evaluation.zero_shot import evaluate_model, examples
     from mcl.io import write_json, write_npz
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     params = arm_params(params, arm)
     name = run_name(arm, seed)
@@ -153,7 +154,7 @@ def evaluate(params_path, arm, seed, models_dir, out):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    splits = [s for s in SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
+    splits = [s for s in ZERO_SHOT_SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
     eps = {s: store.load(s) for s in splits}
     result = evaluate_model(model, eps, store.primitives, params.eval.batch_size, device)
     write_json(out, result)
@@ -190,7 +191,8 @@ def finetune(params_path, arm, seed, models_dir, out_dir, split):
     from mcl.data.store import open_store
     from mcl.io import write_csv, write_json
     from mcl.training.finetune import finetune_model, mean_curve
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     params = arm_params(params, arm)
     name = run_name(arm, seed)
@@ -349,7 +351,7 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
     # Thousands of tiny L-BFGS steps in the probes: a threaded BLAS is many times slower there
     # than one thread (and the CPU is shared with torch). Must be set before numpy loads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from mcl.analysis.hypotheses import by_key
+    from mcl.stats.hypotheses import by_key
     from mcl.analysis.run import analyse as run_analyse
 
     t0 = time.perf_counter()
@@ -375,9 +377,9 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
               help="Writes hypotheses.md, results_summary.md, analysis_report.md and figures/report/.")
 def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
     """Generate docs/results_summary.md, docs/analysis_report.md (+ figures) from the metrics files,
-    and docs/hypotheses.md (the pre-registration) from the table in mcl/analysis/hypotheses.py."""
+    and docs/hypotheses.md (the pre-registration) from the table in mcl/stats/hypotheses.py."""
     params = _load(params_path)
-    from mcl.analysis.report import write_preregistration, write_report
+    from mcl.report.report import write_preregistration, write_report
 
     paths = [write_preregistration(Path(docs_dir) / "hypotheses.md", alpha=params.analysis.alpha)]
     paths += write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
@@ -401,9 +403,9 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
     2-core CPU). Writes docs/reproducibility.md with the command that reproduces it.
     """
     params = _load(params_path)
-    from mcl.analysis.reproducibility import reproducibility_study
+    from mcl.studies.reproducibility import reproducibility_study
     from mcl.io import write_text
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
 
     check_writable(Path(out).parent)
     text, rows = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
@@ -424,7 +426,7 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
 def learnability(params_path, out, figure, seed, workers, work_dir):
     """Does the model learn the task? Train the default recipe and its ablations, write curves.
 
-    Variants (mcl/analysis/learnability.py): default, share arm, the oracle-task control, and
+    Variants (mcl/studies/learnability.py): default, share arm, the oracle-task control, and
     one change each: no executor co-training, auxiliary weight 0 and 1, cosine decay all along,
     one executor pass, the previous executor (also given the true program), the previous
     demonstration embedding, the previous model, the GRU encoder. Val, test and per-primitive
@@ -433,10 +435,10 @@ def learnability(params_path, out, figure, seed, workers, work_dir):
     hour at the defaults on 2 cores).
     """
     params = _load(params_path)
-    from mcl.analysis.learnability import VARIANTS, learnability_study
+    from mcl.studies.learnability import VARIANTS, learnability_study
     from mcl.config import load_raw
     from mcl.training.pool import pool_workers
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
 
     check_writable(Path(out).parent, Path(figure).parent)
     n = workers or pool_workers(params.train.workers, params.train.threads, len(VARIANTS))
@@ -468,9 +470,9 @@ def power(params_path, pipeline_min, budget_min, power_level, max_seeds, analysi
     Writes docs/power.md; not a pipeline stage (it reads the run's wall clock).
     """
     params = _load(params_path)
-    from mcl.analysis.power import power_study
+    from mcl.studies.power import power_study
     from mcl.io import write_text
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
 
     check_writable(Path(out).parent)
     try:
@@ -498,8 +500,8 @@ def sweep(exp_json, out, figure, rev):
     import json
     import subprocess
 
-    from mcl.analysis.sweep import collect_sweep, render_dose_response
-    from mcl.training.trainer import check_writable
+    from mcl.studies.sweep import collect_sweep, render_dose_response
+    from mcl.io import check_writable
 
     check_writable(Path(out).parent, Path(figure).parent)
     if exp_json:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl.analysis.hypotheses import HYPOTHESES, by_key, decide, primaries
+from mcl.stats.hypotheses import HYPOTHESES, by_key, decide, primaries
 from mcl.analysis.run import COMPACT_FIELDS, H2_UNTESTABLE, SOURCES, WITH_INTERVAL, compact, effect_entries, jaccard_matrix, upper
-from mcl.analysis.stats import VERDICTS, holm, seed_effect_ci
+from mcl.stats.intervals import VERDICTS, holm, seed_effect_ci
 
 TABLE_KEYS = [h.key for h in HYPOTHESES]
 

@@ -14,7 +14,7 @@ from mcl.data.store import open_store
 from mcl.evaluation.metrics import METRICS, copy_prediction, majority_prediction, per_episode, summarise
 from mcl.evaluation.summary import summarize_runs
 from mcl.evaluation.zero_shot import breakdown, evaluate_model, example_index, examples, reference_rows
-from mcl.training.trainer import build_model, load_trained
+from mcl.models.build import build_model, load_trained
 
 PRIMS = list(NAMES)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mcl.analysis.learnability import VARIANTS, Variant, first_reaching, read_curve, render
+from mcl.studies.learnability import VARIANTS, Variant, first_reaching, read_curve, render
 from mcl.data.primitives import NAMES
 
 PNG = b"\x89PNG\r\n\x1a\n"

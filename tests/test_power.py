@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.power (`mcl power`): the seed-count rule, the cost model and the report."""
+"""Tests for mcl.studies.power (`mcl power`): the seed-count rule, the cost model and the report."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from mcl.analysis.hypotheses import primaries
-from mcl.analysis.power import (
+from mcl.stats.hypotheses import primaries
+from mcl.studies.power import (
     affordable_seeds,
     choose_seeds,
     pipeline_minutes,
@@ -17,7 +17,7 @@ from mcl.analysis.power import (
     seed_minutes,
     training_minutes,
 )
-from mcl.analysis.stats import seeds_for_power
+from mcl.stats.intervals import seeds_for_power
 from mcl.config import load_params
 from mcl.training.pool import pool_workers
 

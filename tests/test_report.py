@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_analysis_run import build_tiny_pipeline, run_analyse_cli
 
-from mcl.analysis.hypotheses import HYPOTHESES, by_key, render_preregistration
-from mcl.analysis.report import FIGURES, H2_UNTESTABLE, MDE_SENTENCE, write_preregistration, write_report
+from mcl.stats.hypotheses import HYPOTHESES, by_key, render_preregistration
+from mcl.report.report import FIGURES, H2_UNTESTABLE, MDE_SENTENCE, write_preregistration, write_report
 
 
 @pytest.fixture(autouse=True)

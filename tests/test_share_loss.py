@@ -6,19 +6,14 @@ import math
 import pytest
 import torch
 
-from mcl.losses.share import (
-    EmaBasisBank,
-    gram_eigh,
-    group_bases,
-    jaccard,
-    label_keys,
+from mcl.bench.share import naive_share_loss
+from mcl.losses.share import EmaBasisBank, gram_eigh, group_bases, jaccard, label_keys, pairwise_similarity, share_loss
+from mcl.measures import grassmann
+from mcl.measures.geometry import (
     effective_rank,
-    label_set_ids,
+    group_label_sets,
     label_variance_fraction,
     manipulation_metrics,
-    naive_share_loss,
-    projection_distance,
-    share_loss,
     subspace_geometry,
 )
 
@@ -52,6 +47,18 @@ def data_in_subspace(U, m, seed, scales=None):
 
 # ---------------------------------------------------------------------------
 # projection distance
+
+
+def projection_distance(U, V):
+    """The loss's distance ``1 - sim`` of two bases [d, k] (:func:`pairwise_similarity`)."""
+    return 1.0 - pairwise_similarity(U[None], V[None])[0, 0]
+
+
+def test_torch_distance_equals_the_numpy_principal_angle_one():
+    # the loss's torch formula (for autograd) and mcl.measures.grassmann's are pinned to each other
+    for seed in range(5):
+        U, V = orthonormal(9, 3, seed), orthonormal(9, 3, seed + 10)
+        assert projection_distance(U, V).item() == pytest.approx(grassmann.projection_distance(U.numpy(), V.numpy()), abs=1e-12)
 
 
 def test_distance_zero_for_identical_and_one_for_orthogonal():
@@ -218,7 +225,7 @@ def test_structured_h_is_the_match_optimum():
 
 def test_gradient_moves_collapsed_h_towards_the_structure():
     h, labels = collapsed_batch(noise=0.05)  # noise: exact collapse is a stationary point
-    ids, sets = label_set_ids(labels)
+    ids, sets = group_label_sets(labels)
     x = h.clone().requires_grad_(True)
     opt = torch.optim.SGD([x], lr=1.0)
     losses = []
@@ -556,7 +563,7 @@ def test_label_variance_fraction_known_values():
 def test_subspace_geometry_collapsed_vs_structured():
     for make, gap in ((collapsed_batch, 0.0), (structured_batch, 1 / 3)):
         h, labels = make()
-        ids, sets = label_set_ids(labels)
+        ids, sets = group_label_sets(labels)
         geo = subspace_geometry(h, ids, sets, 3, 1e-6)
         assert geo["n_overlap"] == 2 and geo["n_disjoint"] == 4
         assert geo["gap"] == pytest.approx(gap, abs=1e-9)
@@ -567,7 +574,7 @@ def test_subspace_geometry_collapsed_vs_structured():
 
 def test_subspace_geometry_skips_small_and_degenerate_groups():
     h, labels = structured_batch()
-    ids, sets = label_set_ids(labels)
+    ids, sets = group_label_sets(labels)
     ref = subspace_geometry(h, ids, sets, 3, 1e-6)
     # an extra label set seen only 3 times (< k + 1 rows), and one with identical rows
     extra_sets = torch.cat([sets, torch.eye(2, sets.shape[1], dtype=sets.dtype)])
@@ -589,7 +596,7 @@ def test_manipulation_metrics_collapsed_vs_structured_and_random_order():
     assert mc["share_objective"] > 0.5 and ms["share_objective"] == pytest.approx(0.0, abs=1e-12)
     assert abs(mc["gap"]) < 1e-9 and ms["gap"] > 0.3
     assert ms["effective_rank"] > mc["effective_rank"]
-    ids, _ = label_set_ids(labels)
+    ids, _ = group_label_sets(labels)
     assert ms["label_r2"] == pytest.approx(label_variance_fraction(hs, ids))
     assert ms["effective_rank"] == pytest.approx(effective_rank(hs))
     # random (non-grouped) order: label-set groups are found by identity, the grouped objective is undefined

@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.sweep: collecting a loss.beta sweep from `dvc exp show --json`.
+"""Tests for mcl.studies.sweep: collecting a loss.beta sweep from `dvc exp show --json`.
 
 A hand-made output of the DVC 3 shape (and of the older DVC 2 dict shape) checks the parser;
 `test_real_queue` runs a two-point queue of a trivial stage (no training: the stage writes a
@@ -15,7 +15,7 @@ import time
 import pytest
 from repo_tools import git
 
-from mcl.analysis.sweep import collect_sweep, plotted_keys, render_dose_response, select_beta
+from mcl.studies.sweep import collect_sweep, plotted_keys, render_dose_response, select_beta
 
 
 def hyp(effect: float, verdict: str = "inconclusive", role: str = "primary", holm: bool = True) -> dict:

@@ -8,11 +8,11 @@ run gives one *record*: per-seed scalars and per-item arrays (:func:`analyse_run
 values come from ``metrics/finetune/<arm>/seed<k>.json``.
 
 Which value feeds which hypothesis is data: :data:`SOURCES` maps each key of the
-pre-registered table :data:`mcl.analysis.hypotheses.HYPOTHESES` to the name of its per-seed
+pre-registered table :data:`mcl.stats.hypotheses.HYPOTHESES` to the name of its per-seed
 scalar and, for a ``crossed`` design, of its per-item array and item groups.
 :func:`effect_entries` walks the table, hands the paired arrays to
-:func:`mcl.analysis.stats.seed_effect_ci` (with ``groups`` for crossed designs), and
-:func:`mcl.analysis.hypotheses.decide` applies the decision rule (Holm across the primaries,
+:func:`mcl.stats.intervals.seed_effect_ci` (with ``groups`` for crossed designs), and
+:func:`mcl.stats.hypotheses.decide` applies the decision rule (Holm across the primaries,
 TOST against each delta, MDE, verdict).
 
 Outputs
@@ -21,7 +21,7 @@ Outputs
 ``effect`` and ``verdict``, with ``ci_low``/``ci_high`` for the primaries and the dev metric (:func:`compact`). Everything else -- the full decided entries (method
 text, delta, TOST, df), per-seed values, references, effective ranks, unit counts -- goes to
 ``<out_dir>/analysis.json`` and the matrices behind the figures to ``<out_dir>/matrices.npz``
-(read by :mod:`mcl.analysis.report`). NaN and infinities are written as null.
+(read by :mod:`mcl.report.report`). NaN and infinities are written as null.
 
 Analysis constants (documented here and in ``docs/hypotheses.md``)
 ------------------------------------------------------------------
@@ -29,7 +29,7 @@ Analysis constants (documented here and in ``docs/hypotheses.md``)
   episodes grouped by label set, with the share loss's own ``loss.share.k`` and
   ``loss.share.eps`` (the check measures the geometry the loss acts on).
 * H3: :data:`SHARED_COMPONENTS` pooled within-task principal directions are removed from the
-  probe h before the per-task PCA (:func:`mcl.analysis.grassmann.remove_shared_components`).
+  probe h before the per-task PCA (:func:`mcl.measures.grassmann.remove_shared_components`).
   One: the probe episodes ``j`` of every program share their input grids, which gives every task
   one common input-driven direction; a larger count starts removing label-driven directions
   used by many tasks. The pooled scree (fraction of variance of the leading pooled directions)
@@ -38,12 +38,12 @@ Analysis constants (documented here and in ``docs/hypotheses.md``)
   and every seed are analysed identically. Subspaces keep ``analysis.subspace_k`` directions
   (at most ``probe_episodes - 1``). Task CKA is the debiased estimator on the raw probe h (rows
   aligned by episode: the same inputs), NaN below 4 episodes per task.
-* H3 references: an untrained model per arm (:func:`mcl.training.trainer.build_model` with the
+* H3 references: an untrained model per arm (:func:`mcl.models.build.build_model` with the
   arm's params after ``torch.manual_seed(0)``), :data:`LABEL_PERMUTATIONS` permutations of the
   Jaccard matrix's task order, and the debiased-CKA null from :data:`CKA_NULL_PERMUTATIONS`
   independent row permutations of every task's h (its standard deviation at the current
   ``data.probe_episodes``).
-* H4: :func:`mcl.analysis.features.heldout_monosemanticity` (units chosen on train subset + val,
+* H4: :func:`mcl.measures.features.heldout_monosemanticity` (units chosen on train subset + val,
   scored on test) with :data:`MONO_PERMUTATIONS` label permutations; the effect uses
   ``mean_excess`` (held-out AUROC minus its permutation-null mean, averaged over primitives).
 """
@@ -61,7 +61,7 @@ import numpy as np
 
 from mcl import io
 from mcl.config import Params
-from mcl.evaluation.summary import SPLITS as EVAL_SPLITS
+from mcl.evaluation.summary import ZERO_SHOT_SPLITS
 
 __all__ = ["analyse", "analyse_run", "effect_entries", "compact", "collect", "jaccard_matrix", "upper",
            "write_json", "Source", "SOURCES", "SHARED_COMPONENTS", "LABEL_PERMUTATIONS", "CKA_NULL_PERMUTATIONS",
@@ -143,11 +143,11 @@ def _stack(records: list[dict], name: str) -> np.ndarray | None:
 
 def effect_entries(table: Iterable, records: Mapping[str, list[dict]], groups: Mapping[str, np.ndarray],
                    alpha: float = 0.05, sources: Mapping[str, Source] = SOURCES) -> dict[str, dict]:
-    """:func:`mcl.analysis.stats.seed_effect_ci` of ``share - baseline`` for every hypothesis in ``table``.
+    """:func:`mcl.stats.intervals.seed_effect_ci` of ``share - baseline`` for every hypothesis in ``table``.
 
     Parameters
     ----------
-    table : the hypotheses (:class:`mcl.analysis.hypotheses.Hypothesis`)
+    table : the hypotheses (:class:`mcl.stats.hypotheses.Hypothesis`)
     records : ``{"share": [record per seed], "baseline": [...]}``, seeds in the same order
     groups : item-group ids by name (see :class:`Source`)
     alpha : level of the intervals
@@ -157,10 +157,10 @@ def effect_entries(table: Iterable, records: Mapping[str, list[dict]], groups: M
     -------
     ``key -> entry``: the ``seed_effect_ci`` dict plus ``n_dropped`` (seeds or items dropped for a
     non-finite value in either arm), or ``{"reason": ...}`` when the effect cannot be computed
-    (values missing, fewer than 2 seeds or no item left). :func:`mcl.analysis.hypotheses.decide`
+    (values missing, fewer than 2 seeds or no item left). :func:`mcl.stats.hypotheses.decide`
     treats the latter as not computed.
     """
-    from mcl.analysis.stats import seed_effect_ci
+    from mcl.stats.intervals import seed_effect_ci
 
     out: dict[str, dict] = {}
     for h in table:
@@ -274,13 +274,13 @@ def collect(model, eps, batch_size: int) -> dict[str, Any]:
 
 
 def jaccard_matrix(labels: np.ndarray) -> np.ndarray:
-    """Jaccard overlap of multi-hot label rows ``[T, P]`` -> ``[T, T]`` (1 on the diagonal)."""
-    L = np.asarray(labels).astype(bool)
-    inter = (L[:, None, :] & L[None, :, :]).sum(-1)
-    union = (L[:, None, :] | L[None, :, :]).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        J = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return J.astype(np.float64)
+    """Jaccard overlap of multi-hot label rows ``[T, P]`` -> ``[T, T]`` float64 (:func:`mcl.losses.share.jaccard`)."""
+    import torch
+
+    from mcl.losses.share import jaccard
+
+    L = torch.from_numpy(np.asarray(labels).astype(bool))
+    return jaccard(L, L, torch.float64).numpy()
 
 
 def upper(M: np.ndarray) -> np.ndarray:
@@ -295,7 +295,7 @@ def _task_reps(X: np.ndarray, T: int, E: int) -> list[np.ndarray]:
 
 def _task_cka(reps: list[np.ndarray]) -> np.ndarray:
     """Debiased task x task CKA (NaN with fewer than 4 episodes per task)."""
-    from mcl.analysis.cka import cka_matrix
+    from mcl.measures.cka import cka_matrix
 
     T, E = len(reps), reps[0].shape[0]
     if E < 4:
@@ -320,7 +320,7 @@ def h3_statistics(h: np.ndarray, T: int, E: int, J: np.ndarray, types: np.ndarra
                   n_shared: int = SHARED_COMPONENTS) -> dict[str, Any]:
     """H3 on the probe h ``[T * E, d]`` (program-major): subspace and CKA matrices and their
     Spearman association with label overlap, overall and within pair types."""
-    from mcl.analysis.grassmann import remove_shared_components, stratified_spearman, subspace_similarity
+    from mcl.measures.grassmann import remove_shared_components, stratified_spearman, subspace_similarity
 
     reps = _task_reps(h, T, E)
     d = reps[0].shape[1]
@@ -340,7 +340,7 @@ def h3_statistics(h: np.ndarray, T: int, E: int, J: np.ndarray, types: np.ndarra
 
 def _shuffled_reference(S: np.ndarray, J: np.ndarray, types: np.ndarray, n_perm: int, seed: int) -> dict[str, list]:
     """The H3 statistics of ``S`` against ``n_perm`` permutations of the Jaccard matrix's task order."""
-    from mcl.analysis.grassmann import stratified_spearman
+    from mcl.measures.grassmann import stratified_spearman
 
     rng = np.random.default_rng(seed)
     tt, rho = [], []
@@ -367,7 +367,7 @@ def _cka_null(h: np.ndarray, T: int, E: int, n_perm: int, seed: int) -> list[flo
 
 def _aux_auroc(aux: np.ndarray, Y: np.ndarray) -> tuple[float, list[float]]:
     """Macro (over primitives with both classes) and per-primitive test AUROC of the auxiliary logits."""
-    from mcl.analysis.probes import auroc
+    from mcl.measures.rank import auroc
 
     per = [auroc(aux[:, p], Y[:, p]) for p in range(Y.shape[1])]
     ok = [v for v in per if math.isfinite(v)]
@@ -396,11 +396,11 @@ class AnalysisData:
 
 def load_analysis_data(store, probe_train_episodes: int) -> AnalysisData:
     """Splits, probe layout and pair types from a store (see :func:`mcl.data.store.open_store`)."""
-    from mcl.analysis.grassmann import pair_types
-    from mcl.data.dataset import label_set_ids
+    from mcl.measures.grassmann import pair_types
+    from mcl.data.dataset import label_set_bitmask
     from mcl.data.generator import Episodes
 
-    splits = {s: store.load(s) for s in EVAL_SPLITS if s in store.splits}
+    splits = {s: store.load(s) for s in ZERO_SHOT_SPLITS if s in store.splits}
     probe = store.load("probe")
     T = int(store.attrs["probe"]["programs"])
     E = int(store.attrs["probe"]["episodes_per_program"])
@@ -409,7 +409,7 @@ def load_analysis_data(store, probe_train_episodes: int) -> AnalysisData:
     splits["probe"] = probe
     del train
     probe_labels = probe.labels[::E][:T]
-    masks = label_set_ids(probe_labels)
+    masks = label_set_bitmask(probe_labels)
     test_sets = (store.attrs.get("label_sets") or {}).get("test")
     if test_sets:
         is_test = np.isin(masks, np.asarray(test_sets, dtype=np.int64))
@@ -418,7 +418,7 @@ def load_analysis_data(store, probe_train_episodes: int) -> AnalysisData:
     J = jaccard_matrix(probe_labels)
     return AnalysisData(names=list(store.primitives), splits=splits, T=T, E=E, probe_labels=probe_labels,
                         is_test=is_test, J=J, types=pair_types(is_test),
-                        label_sets={s: label_set_ids(splits[s].labels) for s in EVAL_SPLITS if s in splits},
+                        label_sets={s: label_set_bitmask(splits[s].labels) for s in ZERO_SHOT_SPLITS if s in splits},
                         checksums=store.attrs.get("checksums", {}))
 
 
@@ -436,23 +436,23 @@ def analyse_run(model, data: AnalysisData, params: Params, keep: bool = False) -
     """
     import torch
 
-    from mcl.analysis.features import heldout_monosemanticity, selectivity, unit_counts
-    from mcl.analysis.probes import probe_primitives
-    from mcl.losses.share import effective_rank, label_set_ids, label_variance_fraction, subspace_geometry
+    from mcl.measures.features import heldout_monosemanticity, selectivity, unit_counts
+    from mcl.measures.probes import probe_primitives
+    from mcl.measures.geometry import effective_rank, group_label_sets, label_variance_fraction, subspace_geometry
 
     cfg = params.analysis
     sp = data.splits
     rec: dict[str, Any] = {}
-    out = {s: collect(model, sp[s], cfg.batch_size) for s in (*EVAL_SPLITS, "fit", "probe") if s in sp}
+    out = {s: collect(model, sp[s], cfg.batch_size) for s in (*ZERO_SHOT_SPLITS, "fit", "probe") if s in sp}
     # manipulation check on val
     h_val = torch.from_numpy(out["val"]["reps"]["h"].astype(np.float64))
-    ids, sets = label_set_ids(torch.from_numpy(sp["val"].labels.astype(np.int64)))
+    ids, sets = group_label_sets(torch.from_numpy(sp["val"].labels.astype(np.int64)))
     geo = subspace_geometry(h_val, ids, sets, params.loss.share.k, params.loss.share.eps)
     rec.update({f"val_{k}": float(v) for k, v in geo.items()})
     rec["val_effective_rank"] = effective_rank(h_val)
     rec["val_label_r2"] = label_variance_fraction(h_val, ids)
     # zero-shot per episode
-    for s in EVAL_SPLITS:
+    for s in ZERO_SHOT_SPLITS:
         if s in out:
             for m in ("exact_match", "iou"):
                 rec[f"{s}_{m}_items"] = out[s][m]
@@ -505,22 +505,9 @@ def _finetune_values(path: Path, method: str) -> dict[str, Any]:
             "fewshot_rmst_limit": ft[method].get("rmst_limit", float("nan"))}
 
 
-def _mean_ci(values, alpha: float) -> dict[str, Any]:
-    """Mean of per-seed values with its t interval (NaN with fewer than 2 finite values)."""
-    from mcl.analysis.stats import t_interval
-
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    if v.size < 2:
-        return {"mean": float(v.mean()), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
-    lo, hi = t_interval(float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)), v.size - 1, alpha)
-    return {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(v.size)}
-
-
 def _top_units(sel: np.ndarray, z: np.ndarray, n_units: int, n_examples: int) -> tuple[list, np.ndarray]:
     """Most selective distinct units (primitive, unit, auroc) and their top-activating test episodes."""
-    from mcl.analysis.features import most_selective_units, top_activating
+    from mcl.measures.features import most_selective_units, top_activating
 
     best = sorted(most_selective_units(sel, 1), key=lambda t: -t[2])
     units, seen = [], set()
@@ -539,7 +526,7 @@ def _top_units(sel: np.ndarray, z: np.ndarray, n_units: int, n_examples: int) ->
 
 SCALAR_KEYS = ("val_gap", "val_jaccard_spearman", "val_overlap_dist", "val_disjoint_dist", "val_n_overlap",
                "val_n_disjoint", "val_effective_rank", "val_label_r2",
-               *(f"{s}_{m}" for s in EVAL_SPLITS for m in ("exact_match", "iou")),
+               *(f"{s}_{m}" for s in ZERO_SHOT_SPLITS for m in ("exact_match", "iou")),
                "fewshot_gain_iou", "fewshot_rmst_to_target",
                "h3_rho_test_test", "h3_rho_train_train", "h3_rho_train_test", "h3_rho", "h3_rho_pooled",
                "h3_cka_rho_test_test", "h3_cka_rho", "h3_cka_rho_pooled", "h3_scree_elbow", "h3_shared_removed",
@@ -556,16 +543,16 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
     """Run every analysis; write ``<metrics_dir>/hypotheses.json`` and ``<out_dir>/{analysis.json,matrices.npz}``.
 
     ``metrics_dir`` is the metrics root holding ``finetune/``; ``table`` defaults to
-    :data:`mcl.analysis.hypotheses.HYPOTHESES`. Returns the compact hypotheses dict as written.
+    :data:`mcl.stats.hypotheses.HYPOTHESES`. Returns the compact hypotheses dict as written.
     """
     import torch
 
-    from mcl.analysis.cka import cka_matrix, pick_estimator
-    from mcl.analysis.hypotheses import HYPOTHESES, decide
-    from mcl.analysis.stats import seed_effect_ci
-    from mcl.config import ARMS, run_name
+    from mcl.measures.cka import cka_matrix, pick_estimator
+    from mcl.config import ARMS, arm_params, run_name
     from mcl.data.store import open_store
-    from mcl.training.trainer import arm_params, build_model, load_trained
+    from mcl.stats.hypotheses import HYPOTHESES, decide
+    from mcl.stats.intervals import mean_interval, seed_effect_ci
+    from mcl.models.build import build_model, load_trained
 
     t0 = time.perf_counter()
     table = tuple(HYPOTHESES if table is None else table)
@@ -667,7 +654,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
     # references and summaries per arm
     per_seed = {arm: {k: [r.get(k) for r in records[arm]] for k in SCALAR_KEYS + LIST_KEYS} for arm in ARMS}
     for arm in ARMS:
-        trained = {k: _mean_ci(per_seed[arm][f"h3_{k}"], cfg.alpha)["mean"]
+        trained = {k: mean_interval(per_seed[arm][f"h3_{k}"], cfg.alpha)["mean"]
                    for k in ("rho_test_test", "rho", "cka_rho_test_test", "cka_rho")}
         shuf_tt = [v for r in records[arm] for v in r["h3_shuffled_rho_test_test"]]
         shuf_rho = [v for r in records[arm] for v in r["h3_shuffled_rho"]]
@@ -681,7 +668,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
             cka_null={"mean": float(null.mean()) if null.size else float("nan"),
                       "sd": float(null.std(ddof=1)) if null.size > 1 else float("nan"),
                       "n": int(null.size), "probe_episodes": E})
-    summary = {arm: {k: _mean_ci(per_seed[arm][k], cfg.alpha) for k in SCALAR_KEYS} for arm in ARMS}
+    summary = {arm: {k: mean_interval(per_seed[arm][k], cfg.alpha) for k in SCALAR_KEYS} for arm in ARMS}
 
     art = {
         "arms": list(ARMS), "seeds": seeds, "primitives": names, "layers": layers,
@@ -705,7 +692,7 @@ def analyse(params: Params, models_dir, metrics_dir, out_dir, store=None,
             "finetune": {"method": method, "tasks": tasks, "censor_limit": params.finetune.steps + 1,
                          "gap_fraction": params.finetune.gap_fraction},
             "n_fit": len(data.splits["fit"]), "n_test": n_test,
-            "splits": {s: len(data.splits[s]) for s in EVAL_SPLITS if s in data.splits},
+            "splits": {s: len(data.splits[s]) for s in ZERO_SHOT_SPLITS if s in data.splits},
         },
         "seed0": seed0,
         "task_cka_estimator": "debiased" if E >= 4 else "not computed (fewer than 4 episodes per task)",

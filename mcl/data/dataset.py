@@ -36,7 +36,7 @@ class DeviceSplit:
     def __init__(self, eps: Episodes, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.tensors = {f: torch.from_numpy(np.ascontiguousarray(getattr(eps, f))).to(self.device) for f in BATCH_FIELDS}
-        self.label_sets = label_set_ids(eps.labels)
+        self.label_sets = label_set_bitmask(eps.labels)
 
     def __len__(self):
         return len(self.label_sets)
@@ -47,7 +47,7 @@ class DeviceSplit:
         return {f: t[index] for f, t in self.tensors.items()}
 
 
-def label_set_ids(labels: np.ndarray) -> np.ndarray:
+def label_set_bitmask(labels: np.ndarray) -> np.ndarray:
     """Label set of each episode as a bitmask int64 [N] from multi-hot labels [N, P]."""
     return (labels.astype(np.int64) << np.arange(labels.shape[1])).sum(axis=1)
 
@@ -61,7 +61,7 @@ class GroupedBatchSampler:
 
     Parameters
     ----------
-    label_sets : int64 [N], label-set id per episode (see :func:`label_set_ids`).
+    label_sets : int64 [N], label-set id per episode (see :func:`label_set_bitmask`).
     """
 
     def __init__(self, label_sets: np.ndarray, groups: int, group_size: int, seed: int, num_batches: int | None = None):

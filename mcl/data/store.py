@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.config import DataConfig, to_dict
-from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, SPLITS, Episodes, split_checksum
+from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, ALL_SPLITS, Episodes, split_checksum
 from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
 from mcl.errors import StoreError, brief
 
@@ -286,7 +286,7 @@ def open_store(path: str | os.PathLike) -> EpisodeStore:
     return EpisodeStore(path)
 
 
-__all__ = ["SCHEMA_VERSION", "SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
+__all__ = ["SCHEMA_VERSION", "ALL_SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
            "store_format"]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from mcl.config import ARMS, run_name
 
-SPLITS = ("val", "test", "dev", "novel2")
+ZERO_SHOT_SPLITS = ("val", "test", "dev", "novel2")
 
 
 def _read_json(path: Path) -> dict:
@@ -26,7 +26,7 @@ def _read_json(path: Path) -> dict:
 
 def eval_headline(ev: dict) -> dict[str, float]:
     """Zero-shot exact match per split present in an evaluate file, and IoU on test."""
-    row = {f"{split}_exact_match": ev[split]["exact_match"] for split in SPLITS if split in ev}
+    row = {f"{split}_exact_match": ev[split]["exact_match"] for split in ZERO_SHOT_SPLITS if split in ev}
     row["test_iou"] = ev["test"]["iou"]
     return row
 
@@ -53,6 +53,6 @@ def summarize_runs(seeds: list[int], oracle_seeds: list[int], eval_dir: Path, fi
     out["oracle"] = _mean([eval_headline(_read_json(eval_dir / f"{run_name('oracle', s)}.json")) for s in oracle_seeds])
     ref = _read_json(eval_dir / f"{run_name(ARMS[0], seeds[0])}.json")["reference"]
     for kind in ("copy", "majority"):
-        out[kind] = {f"{split}_exact_match": ref[split][kind]["exact_match"] for split in SPLITS if split in ref}
+        out[kind] = {f"{split}_exact_match": ref[split][kind]["exact_match"] for split in ZERO_SHOT_SPLITS if split in ref}
     out["seeds"] = len(seeds)
     return out

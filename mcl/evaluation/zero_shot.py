@@ -13,6 +13,7 @@ import torch
 
 from mcl.data.dataset import DeviceSplit
 from mcl.data.generator import Episodes, label_set_name
+from mcl.evaluation.forward import evaluate_split, predict_split
 from mcl.evaluation.metrics import copy_prediction, majority_prediction, per_episode, summarise
 
 
@@ -63,8 +64,6 @@ def examples(model, splits: dict[str, Episodes], batch_size: int, device: torch.
     """Predicted grids of a few episodes per primitive, for the report's figure: per split ``{split}_inputs``,
     ``{split}_outputs`` uint8 [n, S, 8, 8], ``{split}_prediction`` uint8 [n, 8, 8], ``{split}_primitive`` [n]
     (val: episodes of the primitive alone; other splits: episodes that contain it)."""
-    from mcl.training.trainer import predict_split
-
     out = {}
     for name, eps in splits.items():
         index, prim = example_index(eps, per_primitive, alone=name == "val")
@@ -81,8 +80,6 @@ def examples(model, splits: dict[str, Episodes], batch_size: int, device: torch.
 def evaluate_model(model, splits: dict[str, Episodes], primitives: list[str], batch_size: int,
                    device: torch.device) -> dict:
     """Metrics JSON for one model: top-level ``val`` and ``test`` sections and ``reference`` rows."""
-    from mcl.training.trainer import evaluate_split
-
     result: dict = {}
     for name, eps in splits.items():
         split = DeviceSplit(eps, device)

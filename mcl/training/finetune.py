@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from mcl.config import Params
-from mcl.data.dataset import DeviceSplit, label_set_ids
+from mcl.data.dataset import DeviceSplit, label_set_bitmask
 from mcl.data.generator import Episodes
 from mcl.evaluation.metrics import per_episode, summarise
 from mcl.losses.task import task_loss
@@ -58,7 +58,7 @@ def fewshot_tasks(eps: Episodes, num_tasks: int, shots: int, queries: int) -> li
     Label sets are taken in a fixed shuffled order (seed 0) among those with at least
     ``shots + queries`` episodes; support = their first ``shots`` episodes, queries = the next ``queries``.
     """
-    ids = label_set_ids(eps.labels)
+    ids = label_set_bitmask(eps.labels)
     keys, counts = np.unique(ids, return_counts=True)
     eligible = keys[counts >= shots + queries]
     if len(eligible) < num_tasks:

@@ -9,7 +9,6 @@ exactly the metrics of an uninterrupted run on CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import random
@@ -21,39 +20,18 @@ import numpy as np
 import torch
 import yaml
 
-from mcl.config import ARMS, CONTROLS, ConfigError, Params, run_name, to_dict
+from mcl.config import ConfigError, Params, arm_params, run_name, to_dict
 from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource, RandomBatchSampler
-from mcl.data.primitives import NAMES, NUM_PRIMITIVES
 from mcl.data.store import open_store
 from mcl.errors import NonFiniteLossError
+from mcl.evaluation.forward import evaluate_split, primitive_alone_masks
 from mcl.evaluation.metrics import per_episode, summarise
-from mcl.io import write_text
+from mcl.io import check_writable, write_text
 from mcl.losses.manager import LossManager
-from mcl.losses.share import manipulation_metrics
-from mcl.models.model import MCLModel
-from mcl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mcl.measures.geometry import manipulation_metrics
+from mcl.models.build import build_model, resolve_device
+from mcl.models.checkpoint import load_checkpoint, save_checkpoint
 from mcl.training.logger import RunLogger
-
-
-def arm_params(params: Params, arm: str) -> Params:
-    """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0,
-    ``oracle`` (the oracle-task control) as the baseline with the true program as its task vector."""
-    if arm not in ARMS + CONTROLS:
-        raise ValueError(f"unknown arm {arm!r} (expected one of {', '.join(ARMS + CONTROLS)})")
-    if arm == "share":
-        return params
-    p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
-    if arm == "oracle":
-        p = dataclasses.replace(p, model=dataclasses.replace(p.model, encoder="oracle"))
-    return p
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
 
 
 def seed_everything(seed: int) -> None:
@@ -70,56 +48,6 @@ def lr_at(step: int, base: float, warmup: int, total: int, decay: float = 1.0) -
     start = max(warmup, total - decay * total)
     progress = (step - start) / max(1, total - start)
     return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
-
-
-def build_model(params: Params, device) -> MCLModel:
-    """The model of ``params``, with a program encoder for co-training when ``loss.cotrain > 0``."""
-    return MCLModel(params.model, NUM_PRIMITIVES, max_demos=max(16, params.data.demos),
-                    cotrain=params.loss.cotrain > 0).to(device)
-
-
-@torch.no_grad()
-def predict_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch_size: int,
-                  autocast: bool = False):
-    """Yield ``(batch, predicted grids long [b, 8, 8])`` for ``split[index]`` in batches, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(index), batch_size):
-            b = split.batch(index[start:start + batch_size])
-            with torch.autocast(split.device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
-            yield b, logits.argmax(dim=1)
-    finally:
-        model.train(was_training)
-
-
-def evaluate_split(model: MCLModel, split: DeviceSplit, index: np.ndarray, batch_size: int,
-                   autocast: bool = False) -> dict[str, torch.Tensor]:
-    """Per-episode metrics (exact_match, cell_accuracy, iou) of ``model`` on ``split[index]``; float [n] each."""
-    parts: dict[str, list] = {}
-    for b, pred in predict_split(model, split, index, batch_size, autocast):
-        for k, v in per_episode(pred, b["outputs"][:, -1].long()).items():
-            parts.setdefault(k, []).append(v.cpu())
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
-def primitive_alone_masks(eps) -> dict[str, torch.Tensor]:
-    """Per primitive name, the episodes of ``eps`` that are that primitive alone (length 1): bool [n]."""
-    alone = torch.from_numpy(eps.labels.astype(bool) & ((eps.program >= 0).sum(axis=1) == 1)[:, None])
-    return {name: alone[:, i] for i, name in enumerate(NAMES) if alone[:, i].any()}
-
-
-def check_writable(*dirs: Path) -> None:
-    """Fail before any work when an output folder cannot be created or written."""
-    for d in dirs:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise PermissionError(f"{d}: output folder is not writable ({e.strerror})") from None
 
 
 def _finite_model(model: torch.nn.Module) -> bool:
@@ -299,21 +227,4 @@ def _write_config(path: Path, config: dict, arm: str, seed: int) -> None:
     write_text(path, yaml.safe_dump({"arm": arm, "seed": seed, **config}, sort_keys=False))
 
 
-def load_trained(run_dir: str | os.PathLike, params: Params, device="cpu", which: str = "best") -> MCLModel:
-    """Rebuild a trained model from ``run_dir/{which}.pt`` (safe load, model config checked)."""
-    state = load_checkpoint(Path(run_dir) / f"{which}.pt", to_dict(params.model), map_location=device)
-    model = build_model(params, device)
-    expected, saved = model.state_dict(), state["model"]
-    problems = [f"missing {k}" for k in expected if k not in saved] + [f"unexpected {k}" for k in saved if k not in expected]
-    problems += [f"{k} has shape {tuple(saved[k].shape)}, model wants {tuple(v.shape)}"
-                 for k, v in expected.items() if k in saved and saved[k].shape != v.shape]
-    if problems:
-        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise CheckpointError(f"{run_dir}/{which}.pt: weights do not fit the model: {'; '.join(problems[:3])}{more}")
-    model.load_state_dict(saved)
-    model.eval()
-    return model
-
-
-__all__ = ["ARMS", "NonFiniteLossError", "arm_params", "run_name", "train", "load_trained", "evaluate_split", "predict_split",
-           "resolve_device", "lr_at"]
+__all__ = ["train", "lr_at", "seed_everything"]

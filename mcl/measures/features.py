@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
+from mcl.measures.rank import auroc_from_ranks
+
 __all__ = [
     "activation_frequency",
     "dead_units",
@@ -81,20 +83,6 @@ def _as_labels(Y: np.ndarray, n: int) -> np.ndarray:
     return Y.astype(np.float64)
 
 
-def _auroc_from_ranks(ranks: np.ndarray, Yb: np.ndarray) -> np.ndarray:
-    """Rank (Mann-Whitney) AUROC ``[s, P]`` from column ranks ``[N, s]`` and 0/1 labels ``[N, P]``.
-
-    NaN for a primitive whose column has a single class.
-    """
-    n_pos = Yb.sum(axis=0)  # [P]
-    n_neg = Yb.shape[0] - n_pos
-    rank_sum = ranks.T @ Yb  # [s, P]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    auc[:, (n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
-
-
 def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """AUROC of each unit's activation for each primitive.
 
@@ -109,7 +97,7 @@ def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndar
     ndarray ``[s, P]``, float64
         ``sel[u, p]`` = probability that unit ``u`` is more active on a random sample with
         primitive ``p`` than on a random sample without it (ties count 1/2): the rank
-        (Mann-Whitney) AUROC with average ranks, as :func:`mcl.analysis.probes.auroc`. NaN for
+        (Mann-Whitney) AUROC with average ranks, as :func:`mcl.measures.probes.auroc`. NaN for
         dead units and for primitives whose column has a single class.
 
     Notes
@@ -121,7 +109,7 @@ def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndar
     Yb = _as_labels(Y, z.shape[0])
     if z.shape[0] == 0:
         return np.full((z.shape[1], Yb.shape[1]), np.nan)
-    sel = _auroc_from_ranks(scipy.stats.rankdata(z, method="average", axis=0), Yb)
+    sel = auroc_from_ranks(scipy.stats.rankdata(z, method="average", axis=0), Yb)
     sel[dead_units(z, threshold), :] = np.nan
     return sel
 
@@ -230,7 +218,7 @@ def heldout_monosemanticity(
     Y_used = Yb_eval[:, prims]
 
     def paired_auroc(Y: np.ndarray) -> np.ndarray:
-        return np.diagonal(_auroc_from_ranks(ranks, Y)).copy()
+        return np.diagonal(auroc_from_ranks(ranks, Y)).copy()
 
     score = np.full(P, np.nan)
     null = np.full((n_perm, P), np.nan)

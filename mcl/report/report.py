@@ -17,7 +17,7 @@ The first page of ``results_summary.md`` answers, in this order:
    hypothesis' minimum detectable effect against its pre-registered delta);
 
 then the H1-H4 table, primaries first. ``docs/hypotheses.md`` (the pre-registration) is
-rendered from the table :data:`mcl.analysis.hypotheses.HYPOTHESES` by
+rendered from the table :data:`mcl.stats.hypotheses.HYPOTHESES` by
 :func:`write_preregistration`.
 """
 
@@ -36,7 +36,7 @@ import yaml
 
 from mcl.config import ARMS, CONTROLS, Params, run_name, to_dict
 from mcl.data.primitives import NAMES
-from mcl.evaluation.summary import SPLITS  # the zero-shot splits, in report order
+from mcl.evaluation.summary import ZERO_SHOT_SPLITS  # the zero-shot splits, in report order
 from mcl.io import write_text
 
 __all__ = ["write_report", "write_preregistration", "code_version", "fmt", "FIGURES", "H2_UNTESTABLE",
@@ -116,7 +116,7 @@ def _mean_curves(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
 
 def seed_t_ci(values, alpha: float) -> tuple[float, float]:
     """Central ``1 - alpha`` t interval of the mean over seeds (NaN with fewer than 2 finite values)."""
-    from mcl.analysis.stats import t_interval
+    from mcl.stats.intervals import t_interval
 
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if v.size < 2:
@@ -148,10 +148,10 @@ def code_version(repo: Path | None = None) -> str:
 
 
 def write_preregistration(path: Path, table=None, alpha: float = 0.05, power: float = 0.8) -> Path:
-    """Write ``docs/hypotheses.md``: :func:`mcl.analysis.hypotheses.render_preregistration` of ``table``
-    (default :data:`~mcl.analysis.hypotheses.HYPOTHESES`), then how the analysis computes each metric
+    """Write ``docs/hypotheses.md``: :func:`mcl.stats.hypotheses.render_preregistration` of ``table``
+    (default :data:`~mcl.stats.hypotheses.HYPOTHESES`), then how the analysis computes each metric
     (:func:`mcl.analysis.run.analysis_constants_markdown`). No results."""
-    from mcl.analysis.hypotheses import HYPOTHESES, render_preregistration
+    from mcl.stats.hypotheses import HYPOTHESES, render_preregistration
     from mcl.analysis.run import analysis_constants_markdown
 
     text = render_preregistration(HYPOTHESES if table is None else table, alpha=alpha, power=power)
@@ -212,7 +212,7 @@ def _fig_zero_shot(summary: dict, art: dict, path: Path) -> None:
     from mcl.plots import save_figure
 
     rows = [r for r in (*ARMS, *CONTROLS, "copy", "majority") if isinstance(summary.get(r), dict)]
-    splits = [s for s in SPLITS if any(f"{s}_exact_match" in summary[r] for r in rows)]
+    splits = [s for s in ZERO_SHOT_SPLITS if any(f"{s}_exact_match" in summary[r] for r in rows)]
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / max(1, len(rows))
     for i, r in enumerate(rows):
@@ -536,7 +536,7 @@ def first_page(params: Params, summary: dict, hyp: dict, art: dict,
     rows = [(arm, f"{arm} ({summary.get('seeds', n_seeds)} seeds)") for arm in ARMS]
     rows += [("oracle", f"control: oracle-task executor (true program, {len(params.train.oracle_seeds)} seed(s))"),
              ("copy", "control: copy the query"), ("majority", "control: majority colour")]
-    splits = [s for s in SPLITS if any(f"{s}_exact_match" in (summary.get(r) or {}) for r, _ in rows)]
+    splits = [s for s in ZERO_SHOT_SPLITS if any(f"{s}_exact_match" in (summary.get(r) or {}) for r, _ in rows)]
     lines += ["## 2. Did the models learn the task?", "",
               "Zero-shot exact match (fraction of episodes whose whole query output grid is right), means over seeds "
               "from `metrics/summary.json`. val: train label sets; test: unseen length-3 label sets; dev: other "
@@ -762,7 +762,7 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
             learn_lines.append(f"{arm}: mean val exact match {fmt(y[0])} at step {int(x[0])} -> {fmt(y[-1])} at step "
                                f"{int(x[-1])}.")
     zs_lines = [f"{arm}: " + ", ".join(f"{s} exact match {_mean_ci_text(art, arm, f'{s}_exact_match')}"
-                                       for s in SPLITS if f"{s}_exact_match" in art["summary"][arm]) + "."
+                                       for s in ZERO_SHOT_SPLITS if f"{s}_exact_match" in art["summary"][arm]) + "."
                 for arm in ARMS]
     fs_lines = []
     for arm in ARMS:
@@ -879,7 +879,7 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
     rep += ["## Experiment log (実験ログ)", "",
             f"Code version: `{version}`. Dataset: `{params.data.store}`, split checksums: "
             + (", ".join(f"{k} `{v}`" for k, v in checksums.items()) or "unavailable") + ".", ""]
-    from mcl.training.trainer import arm_params
+    from mcl.config import arm_params
 
     for arm, names in (*runs.items(), ("oracle", oracle_runs)):
         for r in names:
@@ -896,7 +896,7 @@ def write_report(params: Params, metrics_dir: Path, analysis_dir: Path, models_d
             if ev is None and (metrics_dir / "eval" / f"{r}.json").is_file():
                 ev = _read_json(metrics_dir / "eval" / f"{r}.json")
             if ev is not None:
-                head += [f"{s} exact match {fmt(ev[s]['exact_match'])}" for s in SPLITS if s in ev]
+                head += [f"{s} exact match {fmt(ev[s]['exact_match'])}" for s in ZERO_SHOT_SPLITS if s in ev]
                 head.append(f"test IoU {fmt(ev['test']['iou'])}")
             ft = fts.get(arm, {}).get(r)
             if ft is not None:

@@ -37,11 +37,12 @@ import scipy.special
 import scipy.stats
 import scipy.stats.qmc
 
-from mcl.analysis.arrays import as_matrix
+from mcl.measures.arrays import as_matrix
 
 __all__ = [
+    "mean_interval",
     "seed_effect_ci", "crossed_reference_df", "t_interval", "tost", "holm", "verdict", "decide_effect", "t_test_power",
-    "minimum_detectable_effect", "planned_se", "seeds_for_power", "spearman",
+    "minimum_detectable_effect", "planned_se", "seeds_for_power",
     "VERDICTS",
 ]
 
@@ -210,6 +211,20 @@ def t_interval(effect: float, se: float, df: float, alpha: float = 0.05) -> tupl
         return float("nan"), float("nan")
     half = float(scipy.stats.t.ppf(1.0 - alpha / 2.0, df)) * se if se > 0 else 0.0
     return float(effect - half), float(effect + half)
+
+
+def mean_interval(values, alpha: float = 0.05) -> dict[str, float]:
+    """Mean of the finite ``values`` (None skipped) with its central ``1 - alpha`` t interval.
+
+    Returns ``mean``, ``ci_low``, ``ci_high`` and ``n`` (values used); the interval is NaN with
+    fewer than 2 values, the mean too with none.
+    """
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    nan = float("nan")
+    if v.size < 2:
+        return {"mean": float(v.mean()) if v.size else nan, "ci_low": nan, "ci_high": nan, "n": int(v.size)}
+    lo, hi = t_interval(float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)), v.size - 1, alpha)
+    return {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(v.size)}
 
 
 def _two_sided_p(effect: float, se: float, df: float) -> float:
@@ -575,24 +590,3 @@ def seeds_for_power(components: Mapping[str, float], delta: float, n_groups: int
         if se == 0 or t_test_power(delta, se, df, alpha) >= power:
             return n
     return None
-
-
-# ---------------------------------------------------------------------------
-# correlation
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (:func:`scipy.stats.spearmanr`), NaN-safe.
-
-    Pairs where either value is NaN are dropped. Returns NaN when fewer than 3 pairs remain
-    or either variable is constant.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return float("nan")
-    return float(scipy.stats.spearmanr(x, y).statistic)

@@ -44,8 +44,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.linalg
 
-from mcl.analysis.arrays import as_matrix
-from mcl.analysis.stats import spearman
+from mcl.measures.arrays import as_matrix
+from mcl.measures.rank import spearman
 
 __all__ = [
     "pca_basis",
@@ -314,7 +314,7 @@ def stratified_spearman(sim: np.ndarray, jac: np.ndarray, types: np.ndarray) -> 
     -------
     dict
         For each ``name`` of :data:`PAIR_TYPES`: ``rho_<name>``, the Spearman correlation
-        (:func:`mcl.analysis.stats.spearman`) of ``jac`` and ``sim`` over the pairs
+        (:func:`mcl.stats.intervals.spearman`) of ``jac`` and ``sim`` over the pairs
         ``i < j`` of that kind (NaN with fewer than 3 pairs or a constant variable), and
         ``n_<name>``, the number of those pairs with a finite similarity. ``rho``: the
         stratified statistic, the mean of the defined within-kind correlations weighted by

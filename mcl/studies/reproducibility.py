@@ -55,9 +55,10 @@ def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: P
     equality also covers "alone or beside others"); one row of headline metrics per run."""
     from mcl.data.store import open_store
     from mcl.evaluation.zero_shot import evaluate_model
-    from mcl.training.checkpoint import load_checkpoint
+    from mcl.models.checkpoint import load_checkpoint
     from mcl.training.pool import Run, pool_workers, train_runs
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
@@ -139,7 +140,7 @@ def reproducibility_study(params: Params, params_path: str, arm: str, runs: int,
                           work_dir: Path | None, progress: bool = True) -> tuple[str, list[dict]]:
     """Run the study and return (markdown, rows); trains in ``work_dir`` or a temporary folder."""
     from mcl.data.store import open_store
-    from mcl.training.trainer import resolve_device
+    from mcl.models.build import resolve_device
 
     seeds = list(seeds or params.train.seeds)
     checksums = open_store(params.data.store).attrs["checksums"]
