@@ -137,13 +137,14 @@ def evaluate(params_path, arm, seed, models_dir, out):
 
     Writes exact_match, cell_accuracy and iou overall, per composition length, per primitive
     (alone and in any composition) and per label set, next to copy-the-query and majority-colour
-    reference rows; and beside it <name>.examples.npz, the predicted grids of a few episodes per
-    primitive (the report's figure).
+    reference rows; and beside it <name>.episodes.npz, the per-episode exact_match, cell_accuracy and
+    iou of every split (<split>_<metric>, read by analyse), and <name>.examples.npz, the predicted grids
+    of a few episodes per primitive (the report's figure).
     """
     params = _load(params_path)
     from mcl.data.store import open_store
     from mcl.evaluation.summary import ZERO_SHOT_SPLITS
-    from mcl.evaluation.zero_shot import evaluate_model, examples
+    from mcl.evaluation.zero_shot import episode_arrays, evaluate_model, examples, split_values
     from mcl.io import write_json, write_npz
     from mcl.config import arm_params, run_name
     from mcl.models.build import load_trained, resolve_device
@@ -155,10 +156,12 @@ def evaluate(params_path, arm, seed, models_dir, out):
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
     splits = [s for s in ZERO_SHOT_SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
-    eps = {s: store.load(s) for s in splits}
-    result = evaluate_model(model, eps, store.primitives, params.eval.batch_size, device)
+    episodes = {s: store.load(s) for s in splits}
+    values = split_values(model, episodes, params.eval.batch_size, device)
+    result = evaluate_model(model, episodes, store.primitives, params.eval.batch_size, device, values=values)
     write_json(out, result)
-    shown = {s: eps[s] for s in ("val", "test")}
+    write_npz(out.with_suffix(".episodes.npz"), episode_arrays(values))
+    shown = {s: episodes[s] for s in ("val", "test")}
     write_npz(out.with_suffix(".examples.npz"), examples(model, shown, params.eval.batch_size, device))
     ref = result["reference"]
     click.echo(f"{name}: val exact_match {result['val']['exact_match']:.4f} iou {result['val']['iou']:.4f} "
@@ -199,10 +202,10 @@ def finetune(params_path, arm, seed, models_dir, out_dir, split):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    eps = store.load(split)
+    episodes = store.load(split)
     with tqdm(total=params.finetune.num_tasks, desc=f"finetune {name}", unit="task", file=sys.stderr) as bar:
         try:
-            result = finetune_model(model, eps, store.primitives, params, device, progress=lambda _: bar.update())
+            result = finetune_model(model, episodes, store.primitives, params, device, progress=lambda _: bar.update())
         except ValueError as e:
             raise UserError(str(e)) from None
     out_dir = Path(out_dir)
@@ -333,13 +336,14 @@ def bench_train_cmd(params_path, steps, parallel, seeds, workers):
 @PARAMS_OPTION
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--metrics-dir", default="metrics", show_default=True,
-              help="Metrics root: reads finetune/; writes hypotheses.json.")
+              help="Metrics root: reads eval/ and finetune/; writes hypotheses.json.")
 @click.option("--out-dir", default="metrics/analysis", show_default=True, help="Matrices and per-seed values for the report.")
 def analyse(params_path, models_dir, metrics_dir, out_dir):
     """Representation analyses and the pre-registered decisions (docs/hypotheses.md).
 
     For every arm and seed in train.seeds: the manipulation check on val, zero-shot exact match
-    per episode (test, novel2, dev), few-shot gains (from finetune/), task subspaces and CKA on the
+    per episode (test, novel2, dev, from eval/<arm>/seed<k>.episodes.npz), few-shot gains (from
+    finetune/), task subspaces and CKA on the
     probe split, held-out monosemanticity and probes. Writes metrics/hypotheses.json (per key:
     effect share - baseline, interval, Holm / raw p, MDE, verdict, role) and
     metrics/analysis/{analysis.json,matrices.npz} (everything else).
@@ -379,7 +383,7 @@ def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
     """Generate docs/results_summary.md, docs/analysis_report.md (+ figures) from the metrics files,
     and docs/hypotheses.md (the pre-registration) from the table in mcl/stats/hypotheses.py."""
     params = _load(params_path)
-    from mcl.report.report import write_preregistration, write_report
+    from mcl.report.write import write_preregistration, write_report
 
     paths = [write_preregistration(Path(docs_dir) / "hypotheses.md", alpha=params.analysis.alpha)]
     paths += write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
@@ -403,15 +407,15 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
     2-core CPU). Writes docs/reproducibility.md with the command that reproduces it.
     """
     params = _load(params_path)
-    from mcl.studies.reproducibility import reproducibility_study
-    from mcl.io import write_text
     from mcl.io import check_writable
+    from mcl.studies.reproducibility import reproducibility_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent)
-    text, rows = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
-                                       Path(work_dir) if work_dir else None)
-    write_text(out, text)
-    click.echo(f"wrote {out} ({len(rows)} runs)")
+    result = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
+                                   Path(work_dir) if work_dir else None)
+    write_study(result, out)
+    click.echo(f"wrote {out} ({len(result.data)} runs)")
 
 
 @cli.command()
@@ -435,16 +439,18 @@ def learnability(params_path, out, figure, seed, workers, work_dir):
     hour at the defaults on 2 cores).
     """
     params = _load(params_path)
-    from mcl.studies.learnability import VARIANTS, learnability_study
     from mcl.config import load_raw
-    from mcl.training.pool import pool_workers
     from mcl.io import check_writable
+    from mcl.studies.learnability import VARIANTS, learnability_study
+    from mcl.studies.result import write_study
+    from mcl.training.pool import pool_workers
 
     check_writable(Path(out).parent, Path(figure).parent)
     n = workers or pool_workers(params.train.workers, params.train.threads, len(VARIANTS))
-    learnability_study(load_raw(params_path), params_path, Path(out), Path(figure), seed, n,
-                       Path(work_dir) if work_dir else None)
-    click.echo(f"wrote {out} and {figure}")
+    result = learnability_study(load_raw(params_path), params_path, Path(out), Path(figure), seed, n,
+                                Path(work_dir) if work_dir else None)
+    write_study(result, out)
+    click.echo(f"wrote {out} and {', '.join(str(f) for f in result.figures)}")
 
 
 @cli.command()
@@ -470,17 +476,18 @@ def power(params_path, pipeline_min, budget_min, power_level, max_seeds, analysi
     Writes docs/power.md; not a pipeline stage (it reads the run's wall clock).
     """
     params = _load(params_path)
-    from mcl.studies.power import power_study
-    from mcl.io import write_text
     from mcl.io import check_writable
+    from mcl.studies.power import power_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent)
     try:
-        text, result = power_study(params, Path(analysis_path), Path(timing_dir), pipeline_min, budget_min,
-                                   power_level, max_seeds)
+        study = power_study(params, Path(analysis_path), Path(timing_dir), pipeline_min, budget_min,
+                            power_level, max_seeds)
     except ValueError as e:
         raise UserError(str(e)) from None
-    write_text(out, text)
+    write_study(study, out)
+    result = study.data
     agree = "agrees with" if result["recommended"] == result["current"] else "differs from"
     click.echo(f"wrote {out}: {result['recommended']} seeds recommended ({agree} train.seeds: {result['current']})")
 
@@ -500,8 +507,9 @@ def sweep(exp_json, out, figure, rev):
     import json
     import subprocess
 
-    from mcl.studies.sweep import collect_sweep, render_dose_response
     from mcl.io import check_writable
+    from mcl.studies.sweep import collect_sweep, dose_response_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent, Path(figure).parent)
     if exp_json:
@@ -518,8 +526,9 @@ def sweep(exp_json, out, figure, rev):
         raise UserError(f"{exp_json or 'dvc exp show --json'}: not JSON ({e.msg} at line {e.lineno})") from None
     if not rows:
         raise UserError("no experiments with loss.beta and metrics/hypotheses.json found (queue and run the sweep first)")
-    result = render_dose_response(rows, Path(out), Path(figure))
-    click.echo(f"wrote {out} and {figure}: {len(rows)} experiments, dev selects loss.beta = {result['selected_beta']}")
+    result = dose_response_study(rows, Path(figure))
+    write_study(result, out)
+    click.echo(f"wrote {out} and {figure}: {len(rows)} experiments, dev selects loss.beta = {result.data['selected_beta']}")
 
 
 def main():

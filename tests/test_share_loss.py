@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mcl.bench.share import naive_share_loss
+from mcl.data.dataset import label_set_bitmask
 from mcl.losses.share import EmaBasisBank, gram_eigh, group_bases, jaccard, label_keys, pairwise_similarity, share_loss
 from mcl.measures import grassmann
 from mcl.measures.geometry import (
@@ -148,6 +149,11 @@ def test_pair_weights_are_jaccard_and_stats():
     assert w[0, 1].item() == pytest.approx(1 / 3)
     assert w[0, 2].item() == 0.0 and w[2, 2].item() == 1.0
     assert label_keys(sets).tolist() == [3, 6, 8]
+    # the loss's torch keys are the dataset's numpy bitmasks (one convention, pinned)
+    assert label_keys(sets).tolist() == label_set_bitmask(sets.numpy()).tolist()
+    # two empty label sets are identical: Jaccard 1 (mcl's one convention, also the analysis's)
+    empty = torch.zeros(2, 4, dtype=torch.uint8)
+    assert jaccard(empty, empty).tolist() == [[1.0, 1.0], [1.0, 1.0]]
     # three groups: loss = w01 * d01 / w01 (only pair 0-1 shares a primitive)
     E = torch.eye(6, dtype=F64)
     h = torch.cat([data_in_subspace(E[:, [0, 1]], 5, 1), data_in_subspace(E[:, [1, 2]], 5, 2),

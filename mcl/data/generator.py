@@ -529,11 +529,11 @@ def generate_probe(cfg: DataConfig, table: SignatureTable, train_sets: np.ndarra
                                    program[rows], args[rows]))
     if len(chosen) < e:
         raise RuntimeError(f"generator: only {len(chosen)} of {e} probe input sets satisfy every probe program")
-    eps = Episodes.concat(chosen)  # episode-major: row j * p + i
+    probe = Episodes.concat(chosen)  # episode-major: row j * p + i
     order = np.arange(p * e).reshape(e, p).T.ravel()  # -> program-major: row i * e + j
-    eps = eps.take(order)
-    eps.labels = ((label_masks(eps.program)[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8)
-    return eps
+    probe = probe.take(order)
+    probe.labels = ((label_masks(probe.program)[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8)
+    return probe
 
 
 def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes], dict[str, list[int]]]:
@@ -575,11 +575,11 @@ def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes
     return splits, {name: sets[name].tolist() for name in ("train", "novel2", "dev", "test")}
 
 
-def split_checksum(eps: Episodes) -> str:
+def split_checksum(episodes: Episodes) -> str:
     """SHA-256 over every array of a split (name, dtype, shape, bytes in C order)."""
     digest = hashlib.sha256()
     for name in Episodes.FIELDS:
-        arr = np.ascontiguousarray(getattr(eps, name))
+        arr = np.ascontiguousarray(getattr(episodes, name))
         digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()

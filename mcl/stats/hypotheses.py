@@ -430,20 +430,24 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
     for h in hyps:
         lines.append(f"| `{h.key}` | {h.family} | {h.role} | {'+' if h.direction == 1 else '-'} | "
                      f"{_delta_text(h)} | {h.design} | {h.split} |")
-    families = list(dict.fromkeys(h.family for h in hyps))
-    for fam in families:
+    for fam in dict.fromkeys(h.family for h in hyps):
         lines += ["", f"## {FAMILY_TITLES.get(fam, fam)}", ""]
         for h in (h for h in hyps if h.family == fam):
-            lines += [
-                f"### `{h.key}` ({h.role})",
-                "",
-                f"- Claim: {h.claim}.",
-                f"- Metric: {h.metric}; unit: {h.unit}.",
-                f"- Source: {h.source}.",
-                f"- Prediction: share - baseline {'> 0' if h.direction == 1 else '< 0'} (direction {h.direction:+d}).",
-                f"- Smallest effect of interest: delta = {_delta_text(h)}.",
-                f"- Design: {_design_text(h)}.",
-                f"- Decision: {_rule_text(h, len(prim), alpha)}.",
-                "",
-            ]
+            lines += _hypothesis_section(h, len(prim), alpha)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _hypothesis_section(h: Hypothesis, n_primaries: int, alpha: float) -> list[str]:
+    """The pre-registration's lines for one hypothesis: claim, metric, prediction, delta, design, rule."""
+    return [
+        f"### `{h.key}` ({h.role})",
+        "",
+        f"- Claim: {h.claim}.",
+        f"- Metric: {h.metric}; unit: {h.unit}.",
+        f"- Source: {h.source}.",
+        f"- Prediction: share - baseline {'> 0' if h.direction == 1 else '< 0'} (direction {h.direction:+d}).",
+        f"- Smallest effect of interest: delta = {_delta_text(h)}.",
+        f"- Design: {_design_text(h)}.",
+        f"- Decision: {_rule_text(h, n_primaries, alpha)}.",
+        "",
+    ]

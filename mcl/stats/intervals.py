@@ -235,6 +235,20 @@ def _two_sided_p(effect: float, se: float, df: float) -> float:
     return float(2.0 * scipy.stats.t.sf(abs(effect) / se, df))
 
 
+def _method_text(per_seed: bool, n_groups: int, sizes: np.ndarray | None) -> str:
+    """How :func:`seed_effect_ci` computed its interval, in words (``sizes``: items per group, None
+    when every item is its own group)."""
+    if per_seed:
+        return "Student t over per-seed paired differences"
+    if n_groups == 1:
+        return "Student t over per-seed mean differences (one group: group variability not estimable)"
+    unit = "items crossed with seeds" if sizes is None else (
+        f"items nested in {n_groups} groups crossed with seeds (groups weigh equally, "
+        f"sizes {int(sizes.min())}-{int(sizes.max())})")
+    return ("two-way crossed random-effects (seed x group) ANOVA on seed x group cell means of the paired "
+            f"differences, {unit}; effective df from the generalized pivotal quantity")
+
+
 def seed_effect_ci(share, baseline, alpha: float = 0.05, groups=None) -> dict[str, Any]:
     """Effect ``share - baseline`` with a t interval whose error model matches the design.
 
@@ -295,16 +309,7 @@ def seed_effect_ci(share, baseline, alpha: float = 0.05, groups=None) -> dict[st
     var, df, comps = _crossed_variance(cells, alpha)
     se = math.sqrt(var)
     lo, hi = t_interval(effect, se, df, alpha)
-    if scalar or N == 1:
-        method = "Student t over per-seed paired differences"
-    elif G == 1:
-        method = "Student t over per-seed mean differences (one group: group variability not estimable)"
-    else:
-        unit = "items crossed with seeds" if groups is None else (
-            f"items nested in {G} groups crossed with seeds (groups weigh equally, "
-            f"sizes {int(sizes.min())}-{int(sizes.max())})")
-        method = ("two-way crossed random-effects (seed x group) ANOVA on seed x group cell means of the paired "
-                  f"differences, {unit}; effective df from the generalized pivotal quantity")
+    method = _method_text(scalar or N == 1, G, sizes if groups is not None else None)
     return {
         "effect": effect,
         "ci_low": lo,

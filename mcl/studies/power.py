@@ -22,6 +22,8 @@ from typing import Any
 from mcl.stats.hypotheses import HYPOTHESES, primaries
 from mcl.stats.intervals import minimum_detectable_effect, planned_se, seeds_for_power
 from mcl.config import Params, run_name
+from mcl.studies.result import StudyResult
+from mcl.text import fmt
 from mcl.training.pool import pool_workers
 
 __all__ = ["plan_primaries", "training_minutes", "pipeline_minutes", "affordable_seeds", "choose_seeds",
@@ -112,17 +114,13 @@ def seed_minutes(timing_dir: Path, seeds: Sequence[int]) -> tuple[float, int]:
     return statistics.median(walls), len(walls)
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
-
-
 def _seeds_text(n: int | None, max_seeds: int) -> str:
     return f"> {max_seeds}" if n is None else str(n)
 
 
 def power_study(params: Params, analysis_path: Path, timing_dir: Path, pipeline_min: float,
-                budget_min: float = 45.0, power: float = 0.8, max_seeds: int = 30) -> tuple[str, dict[str, Any]]:
-    """Plan the seed count from a finished default run; returns ``(markdown, result)``.
+                budget_min: float = 45.0, power: float = 0.8, max_seeds: int = 30) -> StudyResult:
+    """Plan the seed count from a finished default run: the page and ``result`` (its data).
 
     ``pipeline_min`` is the measured wall clock of the `dvc repro` that produced
     ``analysis_path`` and ``timing_dir``. ``result`` holds ``recommended``, ``affordable``,
@@ -152,7 +150,7 @@ def power_study(params: Params, analysis_path: Path, timing_dir: Path, pipeline_
     recommended = choose_seeds([p["seeds_holm"] for p in plans], afford)
     result = {"recommended": recommended, "affordable": afford, "current": len(seeds), "plans": plans,
               "seed_min": seed_min, "pipeline_min": pipeline_min, "budget_min": budget_min}
-    return _render(result, params, n_runs, power, max_seeds, workers, cost), result
+    return StudyResult(_render(result, params, n_runs, power, max_seeds, workers, cost), result)
 
 
 def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max_seeds: int,
@@ -181,7 +179,7 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
     if under:
         lines.append(f"- **Underpowered at the recommended count** (at alpha / {m}):")
         lines += [f"  - `{p['key']}` needs {_seeds_text(p['seeds_holm'], max_seeds)} seeds "
-                  f"(MDE {_fmt(p['mde'].get(r['recommended']))} at {r['recommended']} seeds vs delta {p['delta']:g})."
+                  f"(MDE {fmt(p['mde'].get(r['recommended']), 3, general=True)} at {r['recommended']} seeds vs delta {p['delta']:g})."
                   for p in under]
     lines += [
         "",
@@ -198,8 +196,8 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
     ]
     for p in plans:
         c = p["components"]
-        lines.append(f"| `{p['key']}` | {p['delta']:g} | {p['n_groups']} | {_fmt(c.get('seed'))} | "
-                     f"{_fmt(c.get('group'))} | {_fmt(c.get('residual'))} | {_seeds_text(p['seeds'], max_seeds)} | "
+        comps = " | ".join(fmt(c.get(k), 3, general=True) for k in ("seed", "group", "residual"))
+        lines.append(f"| `{p['key']}` | {p['delta']:g} | {p['n_groups']} | {comps} | {_seeds_text(p['seeds'], max_seeds)} | "
                      f"{_seeds_text(p['seeds_holm'], max_seeds)} |")
     lines += [
         "",
@@ -209,7 +207,7 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
         "|---|---|" + "---|" * len(grid),
     ]
     for p in plans:
-        lines.append(f"| `{p['key']}` | {p['delta']:g} | " + " | ".join(_fmt(p["mde"][n]) for n in grid) + " |")
+        lines.append(f"| `{p['key']}` | {p['delta']:g} | " + " | ".join(fmt(p["mde"][n], 3, general=True) for n in grid) + " |")
     lines += [
         "",
         "## Compute budget",

@@ -9,7 +9,7 @@ The sweep is queued and run with DVC, e.g.::
 :func:`collect_sweep` turns the ``dvc exp show --json`` output into one row per experiment
 (its ``loss.beta`` and, per hypothesis in its ``metrics/hypotheses.json``, the effect, interval
 and verdict); :func:`select_beta` picks the beta with the best *dev* effect (never a test
-metric); :func:`render_dose_response` writes a Markdown table and a figure of the effects
+metric); :func:`dose_response_study` makes a Markdown table and a figure of the effects
 against beta.
 """
 
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mcl.stats.hypotheses import HYPOTHESES, Hypothesis, by_key
-from mcl.io import write_text
+from mcl.studies.result import StudyResult
+from mcl.text import fmt
 
-__all__ = ["collect_sweep", "select_beta", "render_dose_response", "plotted_keys", "RESULT_FIELDS"]
+__all__ = ["collect_sweep", "select_beta", "dose_response_study", "plotted_keys", "RESULT_FIELDS"]
 
 METRICS_PATH = "metrics/hypotheses.json"
 PARAMS_FILE = "params.yaml"
@@ -182,10 +183,6 @@ def plotted_keys(rows: Sequence[Mapping[str, Any]], table: Iterable[Hypothesis] 
     return [h.key for h in table if (h.role == "primary" or h.split == "dev") and h.key in present]
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}g}"
-
-
 def _markdown(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str, Hypothesis],
               selected: float | None) -> str:
     lines = ["# Dose-response: effects against loss.beta", "",
@@ -200,7 +197,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str
         lines += ["", "No beta = 0 experiment: at beta 0 the share arm trains the baseline's weights bit for bit",
                   "(`tests/test_training.py::test_share_arm_at_beta_zero_is_the_baseline`), so every effect is 0."]
     lines += ["", "| experiment | beta | seeds | state |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {_fmt(r['beta'])} | {r.get('n_seeds') or 'n/a'} | {r['state']} |" for r in rows]
+    lines += [f"| {r['name']} | {fmt(r['beta'], general=True)} | {r.get('n_seeds') or 'n/a'} | {r['state']} |" for r in rows]
     # the compact metrics/hypotheses.json has no p-values: show the column only when some row has one
     with_p = any(e.get("p") is not None for r in rows for e in r["results"].values())
     for key in keys:
@@ -212,15 +209,16 @@ def _markdown(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str
             e = r["results"].get(key)
             if e is None:
                 continue
-            p = f" {_fmt(e['p'], 3)} |" if with_p else ""
-            lines.append(f"| {_fmt(r['beta'])} | {r['name']} | {_fmt(e['effect'])} | "
-                         f"[{_fmt(e['ci_low'])}, {_fmt(e['ci_high'])}] |{p} {e['verdict'] or 'n/a'} |")
+            p = f" {fmt(e['p'], 3, general=True)} |" if with_p else ""
+            lines.append(f"| {fmt(r['beta'], general=True)} | {r['name']} | {fmt(e['effect'], general=True)} | "
+                         f"[{fmt(e['ci_low'], general=True)}, {fmt(e['ci_high'], general=True)}] |{p} "
+                         f"{e['verdict'] or 'n/a'} |")
     return "\n".join(lines) + "\n"
 
 
 def _figure(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str, Hypothesis],
-            selected: float | None, out_png: Path) -> None:
-    from mcl.plots import plt, save_figure  # the Agg backend
+            selected: float | None):
+    from mcl.plots import plt  # the Agg backend
 
     n = max(1, len(keys))
     ncols = min(3, n)
@@ -255,24 +253,24 @@ def _figure(rows: Sequence[Mapping[str, Any]], keys: list[str], hyps: dict[str, 
         ax.set_axis_off()
     fig.suptitle("Effect against loss.beta (bars: intervals; dashed: +-delta; dotted: selected beta)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    save_figure(fig, out_png)
+    return fig
 
 
-def render_dose_response(rows: Sequence[Mapping[str, Any]], out_md: Path, out_png: Path,
-                         table: Iterable[Hypothesis] = HYPOTHESES) -> dict[str, Any]:
-    """Write the dose-response table (Markdown) and figure (PNG) of a collected sweep.
+def dose_response_study(rows: Sequence[Mapping[str, Any]], figure: Path,
+                        table: Iterable[Hypothesis] = HYPOTHESES) -> StudyResult:
+    """The dose-response page (Markdown table) and its figure (to be saved as ``figure``) of a collected sweep.
 
     Parameters
     ----------
     rows : :func:`collect_sweep` output
-    out_md, out_png : output paths (written atomically; parents are created)
+    figure : where the CLI saves the figure
     table : the hypotheses (roles, splits, units and deltas for labels and reference lines)
 
     Returns
     -------
-    dict ``selected_beta`` (:func:`select_beta`, or None when no dev effect is available) and
-    ``keys`` (the hypotheses shown: the primaries -- manipulation check and test -- and the dev
-    metric, each against beta with its interval).
+    :class:`StudyResult` whose data is a dict ``selected_beta`` (:func:`select_beta`, or None when no
+    dev effect is available) and ``keys`` (the hypotheses shown: the primaries -- manipulation check
+    and test -- and the dev metric, each against beta with its interval).
     """
     table = tuple(table)
     hyps = by_key(table)
@@ -281,6 +279,5 @@ def render_dose_response(rows: Sequence[Mapping[str, Any]], out_md: Path, out_pn
         selected = select_beta(rows, DEV_KEY, table)
     except ValueError:
         selected = None
-    write_text(Path(out_md), _markdown(rows, keys, hyps, selected))
-    _figure(rows, keys, hyps, selected, Path(out_png))
-    return {"selected_beta": selected, "keys": keys}
+    return StudyResult(_markdown(rows, keys, hyps, selected), {"selected_beta": selected, "keys": keys},
+                       {Path(figure): _figure(rows, keys, hyps, selected)})
