@@ -69,13 +69,13 @@ def generate(params_path, out):
     params = _load(params_path)  # validate before importing anything heavy or doing any work
     from tqdm import tqdm
 
-    from mcl.data.generator import SPLITS, generate_dataset
+    from mcl.data.generator import ALL_SPLITS, generate_dataset
     from mcl.data.store import store_attrs, store_format, write_store
 
     cfg = params.data
     path = Path(out or cfg.store)
     store_format(path)  # fail early on an unknown suffix
-    with tqdm(total=len(SPLITS), desc="generate", unit="split", file=sys.stderr) as bar:
+    with tqdm(total=len(ALL_SPLITS), desc="generate", unit="split", file=sys.stderr) as bar:
         splits, label_sets = generate_dataset(cfg, progress=lambda name: (bar.set_postfix_str(name), bar.update()))
     write_store(path, splits, store_attrs(splits, cfg, label_sets))
     click.echo(f"wrote {path}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
@@ -112,7 +112,7 @@ def train(params_path, arm, seeds, workers, resume, models_dir, metrics_dir, no_
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     from mcl.training.pool import train_seeds
-    from mcl.training.trainer import run_name
+    from mcl.config import run_name
 
     seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
     summaries = train_seeds(params, arm, seeds, models_dir, metrics_dir, resume=resume, workers=workers,
@@ -137,15 +137,17 @@ def evaluate(params_path, arm, seed, models_dir, out):
 
     Writes exact_match, cell_accuracy and iou overall, per composition length, per primitive
     (alone and in any composition) and per label set, next to copy-the-query and majority-colour
-    reference rows; and beside it <name>.examples.npz, the predicted grids of a few episodes per
-    primitive (the report's figure).
+    reference rows; and beside it <name>.episodes.npz, the per-episode exact_match, cell_accuracy and
+    iou of every split (<split>_<metric>, read by analyse), and <name>.examples.npz, the predicted grids
+    of a few episodes per primitive (the report's figure).
     """
     params = _load(params_path)
     from mcl.data.store import open_store
-    from mcl.evaluation.summary import SPLITS
-    from mcl.evaluation.zero_shot import evaluate_model, examples
+    from mcl.evaluation.summary import ZERO_SHOT_SPLITS
+    from mcl.evaluation.zero_shot import episode_arrays, evaluate_model, examples, split_values
     from mcl.io import write_json, write_npz
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     params = arm_params(params, arm)
     name = run_name(arm, seed)
@@ -153,11 +155,13 @@ def evaluate(params_path, arm, seed, models_dir, out):
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    splits = [s for s in SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
-    eps = {s: store.load(s) for s in splits}
-    result = evaluate_model(model, eps, store.primitives, params.eval.batch_size, device)
+    splits = [s for s in ZERO_SHOT_SPLITS if s in ("val", "test") or s in store.splits]  # older stores lack dev, novel2
+    episodes = {s: store.load(s) for s in splits}
+    values = split_values(model, episodes, params.eval.batch_size, device)
+    result = evaluate_model(model, episodes, store.primitives, params.eval.batch_size, device, values=values)
     write_json(out, result)
-    shown = {s: eps[s] for s in ("val", "test")}
+    write_npz(out.with_suffix(".episodes.npz"), episode_arrays(values))
+    shown = {s: episodes[s] for s in ("val", "test")}
     write_npz(out.with_suffix(".examples.npz"), examples(model, shown, params.eval.batch_size, device))
     ref = result["reference"]
     click.echo(f"{name}: val exact_match {result['val']['exact_match']:.4f} iou {result['val']['iou']:.4f} "
@@ -190,17 +194,18 @@ def finetune(params_path, arm, seed, models_dir, out_dir, split):
     from mcl.data.store import open_store
     from mcl.io import write_csv, write_json
     from mcl.training.finetune import finetune_model, mean_curve
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     params = arm_params(params, arm)
     name = run_name(arm, seed)
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
-    eps = store.load(split)
+    episodes = store.load(split)
     with tqdm(total=params.finetune.num_tasks, desc=f"finetune {name}", unit="task", file=sys.stderr) as bar:
         try:
-            result = finetune_model(model, eps, store.primitives, params, device, progress=lambda _: bar.update())
+            result = finetune_model(model, episodes, store.primitives, params, device, progress=lambda _: bar.update())
         except ValueError as e:
             raise UserError(str(e)) from None
     out_dir = Path(out_dir)
@@ -331,13 +336,14 @@ def bench_train_cmd(params_path, steps, parallel, seeds, workers):
 @PARAMS_OPTION
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--metrics-dir", default="metrics", show_default=True,
-              help="Metrics root: reads finetune/; writes hypotheses.json.")
+              help="Metrics root: reads eval/ and finetune/; writes hypotheses.json.")
 @click.option("--out-dir", default="metrics/analysis", show_default=True, help="Matrices and per-seed values for the report.")
 def analyse(params_path, models_dir, metrics_dir, out_dir):
     """Representation analyses and the pre-registered decisions (docs/hypotheses.md).
 
     For every arm and seed in train.seeds: the manipulation check on val, zero-shot exact match
-    per episode (test, novel2, dev), few-shot gains (from finetune/), task subspaces and CKA on the
+    per episode (test, novel2, dev, from eval/<arm>/seed<k>.episodes.npz), few-shot gains (from
+    finetune/), task subspaces and CKA on the
     probe split, held-out monosemanticity and probes. Writes metrics/hypotheses.json (per key:
     effect share - baseline, interval, Holm / raw p, MDE, verdict, role) and
     metrics/analysis/{analysis.json,matrices.npz} (everything else).
@@ -349,7 +355,7 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
     # Thousands of tiny L-BFGS steps in the probes: a threaded BLAS is many times slower there
     # than one thread (and the CPU is shared with torch). Must be set before numpy loads.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from mcl.analysis.hypotheses import by_key
+    from mcl.stats.hypotheses import by_key
     from mcl.analysis.run import analyse as run_analyse
 
     t0 = time.perf_counter()
@@ -375,9 +381,9 @@ def analyse(params_path, models_dir, metrics_dir, out_dir):
               help="Writes hypotheses.md, results_summary.md, analysis_report.md and figures/report/.")
 def report(params_path, metrics_dir, analysis_dir, models_dir, docs_dir):
     """Generate docs/results_summary.md, docs/analysis_report.md (+ figures) from the metrics files,
-    and docs/hypotheses.md (the pre-registration) from the table in mcl/analysis/hypotheses.py."""
+    and docs/hypotheses.md (the pre-registration) from the table in mcl/stats/hypotheses.py."""
     params = _load(params_path)
-    from mcl.analysis.report import write_preregistration, write_report
+    from mcl.report.write import write_preregistration, write_report
 
     paths = [write_preregistration(Path(docs_dir) / "hypotheses.md", alpha=params.analysis.alpha)]
     paths += write_report(params, Path(metrics_dir), Path(analysis_dir), Path(models_dir), Path(docs_dir))
@@ -401,15 +407,15 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
     2-core CPU). Writes docs/reproducibility.md with the command that reproduces it.
     """
     params = _load(params_path)
-    from mcl.analysis.reproducibility import reproducibility_study
-    from mcl.io import write_text
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
+    from mcl.studies.reproducibility import reproducibility_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent)
-    text, rows = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
-                                       Path(work_dir) if work_dir else None)
-    write_text(out, text)
-    click.echo(f"wrote {out} ({len(rows)} runs)")
+    result = reproducibility_study(params, params_path, arm, runs, list(seeds) or None,
+                                   Path(work_dir) if work_dir else None)
+    write_study(result, out)
+    click.echo(f"wrote {out} ({len(result.data)} runs)")
 
 
 @cli.command()
@@ -424,7 +430,7 @@ def reproducibility(params_path, arm, runs, seeds, out, work_dir):
 def learnability(params_path, out, figure, seed, workers, work_dir):
     """Does the model learn the task? Train the default recipe and its ablations, write curves.
 
-    Variants (mcl/analysis/learnability.py): default, share arm, the oracle-task control, and
+    Variants (mcl/studies/learnability.py): default, share arm, the oracle-task control, and
     one change each: no executor co-training, auxiliary weight 0 and 1, cosine decay all along,
     one executor pass, the previous executor (also given the true program), the previous
     demonstration embedding, the previous model, the GRU encoder. Val, test and per-primitive
@@ -433,16 +439,18 @@ def learnability(params_path, out, figure, seed, workers, work_dir):
     hour at the defaults on 2 cores).
     """
     params = _load(params_path)
-    from mcl.analysis.learnability import VARIANTS, learnability_study
     from mcl.config import load_raw
+    from mcl.io import check_writable
+    from mcl.studies.learnability import VARIANTS, learnability_study
+    from mcl.studies.result import write_study
     from mcl.training.pool import pool_workers
-    from mcl.training.trainer import check_writable
 
     check_writable(Path(out).parent, Path(figure).parent)
     n = workers or pool_workers(params.train.workers, params.train.threads, len(VARIANTS))
-    learnability_study(load_raw(params_path), params_path, Path(out), Path(figure), seed, n,
-                       Path(work_dir) if work_dir else None)
-    click.echo(f"wrote {out} and {figure}")
+    result = learnability_study(load_raw(params_path), params_path, Path(out), Path(figure), seed, n,
+                                Path(work_dir) if work_dir else None)
+    write_study(result, out)
+    click.echo(f"wrote {out} and {', '.join(str(f) for f in result.figures)}")
 
 
 @cli.command()
@@ -468,17 +476,18 @@ def power(params_path, pipeline_min, budget_min, power_level, max_seeds, analysi
     Writes docs/power.md; not a pipeline stage (it reads the run's wall clock).
     """
     params = _load(params_path)
-    from mcl.analysis.power import power_study
-    from mcl.io import write_text
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
+    from mcl.studies.power import power_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent)
     try:
-        text, result = power_study(params, Path(analysis_path), Path(timing_dir), pipeline_min, budget_min,
-                                   power_level, max_seeds)
+        study = power_study(params, Path(analysis_path), Path(timing_dir), pipeline_min, budget_min,
+                            power_level, max_seeds)
     except ValueError as e:
         raise UserError(str(e)) from None
-    write_text(out, text)
+    write_study(study, out)
+    result = study.data
     agree = "agrees with" if result["recommended"] == result["current"] else "differs from"
     click.echo(f"wrote {out}: {result['recommended']} seeds recommended ({agree} train.seeds: {result['current']})")
 
@@ -498,8 +507,9 @@ def sweep(exp_json, out, figure, rev):
     import json
     import subprocess
 
-    from mcl.analysis.sweep import collect_sweep, render_dose_response
-    from mcl.training.trainer import check_writable
+    from mcl.io import check_writable
+    from mcl.studies.sweep import collect_sweep, dose_response_study
+    from mcl.studies.result import write_study
 
     check_writable(Path(out).parent, Path(figure).parent)
     if exp_json:
@@ -516,8 +526,9 @@ def sweep(exp_json, out, figure, rev):
         raise UserError(f"{exp_json or 'dvc exp show --json'}: not JSON ({e.msg} at line {e.lineno})") from None
     if not rows:
         raise UserError("no experiments with loss.beta and metrics/hypotheses.json found (queue and run the sweep first)")
-    result = render_dose_response(rows, Path(out), Path(figure))
-    click.echo(f"wrote {out} and {figure}: {len(rows)} experiments, dev selects loss.beta = {result['selected_beta']}")
+    result = dose_response_study(rows, Path(figure))
+    write_study(result, out)
+    click.echo(f"wrote {out} and {figure}: {len(rows)} experiments, dev selects loss.beta = {result.data['selected_beta']}")
 
 
 def main():

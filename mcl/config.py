@@ -420,3 +420,16 @@ CONTROLS = ("oracle",)
 def run_name(arm: str, seed: int) -> str:
     """A run's relative path under models/, metrics/train/, metrics/eval/ ...: ``<arm>/seed<k>``."""
     return f"{arm}/seed{seed}"
+
+
+def arm_params(params: Params, arm: str) -> Params:
+    """The params an arm trains with: ``share`` as given, ``baseline`` with ``loss.beta`` forced to 0,
+    ``oracle`` (the oracle-task control) as the baseline with the true program as its task vector."""
+    if arm not in ARMS + CONTROLS:
+        raise ValueError(f"unknown arm {arm!r} (expected one of {', '.join(ARMS + CONTROLS)})")
+    if arm == "share":
+        return params
+    p = dataclasses.replace(params, loss=dataclasses.replace(params.loss, beta=0.0))
+    if arm == "oracle":
+        p = dataclasses.replace(p, model=dataclasses.replace(p.model, encoder="oracle"))
+    return p

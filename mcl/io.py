@@ -118,3 +118,23 @@ def write_csv(path: str | os.PathLike, fieldnames: list[str], rows) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def check_writable(*dirs: Path) -> None:
+    """Fail before any work when an output folder cannot be created or written."""
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(f"{d}: output folder is not writable ({e.strerror})") from None
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON value in ``path``; a missing file names the stage to run first."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (run its stage first)") from None

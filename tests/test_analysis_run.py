@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl.analysis.hypotheses import HYPOTHESES, by_key, decide, primaries
-from mcl.analysis.run import COMPACT_FIELDS, H2_UNTESTABLE, SOURCES, WITH_INTERVAL, compact, effect_entries, jaccard_matrix, upper
-from mcl.analysis.stats import VERDICTS, holm, seed_effect_ci
+from mcl.stats.hypotheses import HYPOTHESES, by_key, decide, primaries
+from mcl.analysis.decide import COMPACT_FIELDS, SOURCES, WITH_INTERVAL, compact, effect_entries
+from mcl.analysis.records import jaccard_matrix, upper
+from mcl.analysis.run import H2_UNTESTABLE
+from mcl.stats.intervals import VERDICTS, holm, seed_effect_ci
 
 TABLE_KEYS = [h.key for h in HYPOTHESES]
 
@@ -283,6 +285,54 @@ def test_analyse_values_agree_with_the_earlier_stages(analysed):
         assert hyp[key]["effect"] == full[key]["effect"]
         assert hyp[key]["verdict"] == (H2_UNTESTABLE if key.startswith("H2") else full[key]["verdict"]), key
     assert "cost_step_time_ms" not in hyp and "cost_step_time_ms" not in full
+
+
+@pytest.mark.slow
+def test_analyse_takes_the_per_episode_scores_of_the_evaluate_stage(analysed):
+    root, params, _ = analysed
+    from mcl.data.store import open_store
+    from mcl.evaluation.metrics import METRICS
+
+    store = open_store(params.data.store)
+    splits = [s for s in ("val", "test", "dev", "novel2") if s in store.splits]
+    art = json.loads((root / "metrics" / "analysis" / "analysis.json").read_text())
+    for arm in ("share", "baseline"):
+        for i, seed in enumerate(params.train.seeds):
+            with np.load(root / "metrics" / "eval" / f"{arm}/seed{seed}.episodes.npz", allow_pickle=False) as f:
+                assert set(f.files) == {f"{s}_{m}" for s in splits for m in METRICS}
+                for s in splits:
+                    assert f[f"{s}_exact_match"].shape == (len(store.load(s)),)
+                    for m in ("exact_match", "iou"):  # exactly the saved values, not recomputed ones
+                        assert art["per_seed"][arm][f"{s}_{m}"][i] == float(np.mean(f[f"{s}_{m}"].astype(np.float64)))
+
+
+@pytest.mark.slow
+def test_analyse_without_the_evaluate_files_names_the_file_and_the_stage(analysed, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mcl.cli import cli
+
+    root, params, _ = analysed
+    metrics = tmp_path / "metrics"
+    shutil.copytree(root / "metrics" / "finetune", metrics / "finetune")
+    shutil.copytree(root / "metrics" / "eval", metrics / "eval")
+    args = ["analyse", "--params", str(root / "params.yaml"), "--models-dir", str(root / "models"),
+            "--metrics-dir", str(metrics), "--out-dir", str(tmp_path / "analysis")]
+    missing = metrics / "eval" / "baseline" / f"seed{params.train.seeds[-1]}.episodes.npz"
+    missing.unlink()
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "evaluate" in lines[0], res.output
+    # a file from another store (other split sizes): one line too
+    with np.load(metrics / "eval" / "share" / "seed0.episodes.npz") as f:
+        arrays = {k: f[k][:-1] for k in f.files}
+    np.savez(missing, **arrays)
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "evaluate" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (metrics / "hypotheses.json").exists()
 
 
 @pytest.mark.slow

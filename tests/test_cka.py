@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.cka (linear CKA, biased and debiased)."""
+"""Tests for mcl.measures.cka (linear CKA, biased and debiased)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from mcl.analysis import cka
-from mcl.analysis.cka import cka_matrix, gram_linear_cka, linear_cka, pick_estimator
+from mcl.measures import cka
+from mcl.measures.cka import cka_matrix, gram_linear_cka, linear_cka, pick_estimator
 
 
 def _random_orthogonal(rng: np.random.Generator, p: int) -> np.ndarray:
@@ -170,9 +170,9 @@ def test_speed_large_n():
 
 
 def test_as_matrix_checks_shared_by_the_analyses():
-    from mcl.analysis.arrays import as_matrix
-    from mcl.analysis.grassmann import pca_basis
-    from mcl.analysis.stats import seed_effect_ci
+    from mcl.measures.arrays import as_matrix
+    from mcl.measures.grassmann import pca_basis
+    from mcl.stats.intervals import seed_effect_ci
 
     assert as_matrix([1, 2, 3], "v", "2-D [n, p]", column=True).shape == (3, 1)
     assert as_matrix([[1, 2]], "m", "2-D [n, p]").dtype == np.float64

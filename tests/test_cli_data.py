@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mcl.data.generator import SPLITS
+from mcl.data.generator import ALL_SPLITS
 from mcl.data.store import open_store
 
 REPO = Path(__file__).parents[1]
@@ -74,11 +74,11 @@ def test_generate_writes_store(workdir, store_path, small_dataset):
     splits, _ = small_dataset
     assert proc.stdout.strip() == "wrote data/episodes.zarr: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     store = open_store(store_path)
-    assert store.splits == list(SPLITS)
+    assert store.splits == list(ALL_SPLITS)
     # same params in another process give the same bytes as the in-process session dataset
     from mcl.data.generator import split_checksum
 
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         assert store.attrs["checksums"][name] == split_checksum(splits[name])
         assert len(store.load(name)) == len(splits[name])
     # no temporary leftovers next to the store
@@ -106,7 +106,7 @@ def test_generate_without_novel2(tmp_path, small_overrides):
     assert proc.returncode == 0, proc.stderr
     assert "novel2" not in proc.stdout
     store = open_store(tmp_path / "data" / "episodes.zarr")
-    assert store.splits == [s for s in SPLITS if s != "novel2"]
+    assert store.splits == [s for s in ALL_SPLITS if s != "novel2"]
     assert store.attrs["label_sets"]["novel2"] == []
 
 
@@ -116,7 +116,7 @@ def test_data_info(workdir, store_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     attrs = open_store(store_path).attrs
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         count, checksum = attrs["splits"][name], attrs["checksums"][name]
         assert re.search(rf"^{name}\s+{count}\s+\d+\s+.*{checksum}$", out, re.M), f"{name} row missing:\n{out}"
     assert "schema_version 1" in out
@@ -267,7 +267,7 @@ def test_data_card(card, store_path):
     text = card.read_text()
     assert text.startswith("# Dataset card")
     attrs = open_store(store_path).attrs
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         assert f"| `{name}` | {attrs['splits'][name]} |" in text
         assert attrs["checksums"][name][:16] in text
     pools, data = attrs["label_sets"], attrs["data"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcl.data.dataset import DeviceSplit, EpisodeDataset, GroupedBatchSampler, OnlineSource, label_set_ids
+from mcl.data.dataset import DeviceSplit, EpisodeDataset, GroupedBatchSampler, OnlineSource, label_set_bitmask
 from mcl.data.generator import Episodes, label_set_partition, signature_table, split_checksum
 from mcl.data.primitives import run_programs
 
@@ -21,11 +21,11 @@ def train(small_splits) -> Episodes:
 
 
 def test_label_set_ids(train):
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     assert ids.dtype == np.int64 and ids.shape == (len(train),)
     expected = [sum(1 << int(p) for p in prog if p >= 0) for prog in train.program]
     np.testing.assert_array_equal(ids, expected)
-    np.testing.assert_array_equal(label_set_ids(np.array([[1, 0, 1, 0], [0, 0, 0, 1]], np.uint8)), [5, 8])
+    np.testing.assert_array_equal(label_set_bitmask(np.array([[1, 0, 1, 0], [0, 0, 0, 1]], np.uint8)), [5, 8])
 
 
 # ---------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def test_label_set_ids(train):
 
 @pytest.mark.parametrize("groups,m", [(4, 4), (8, 3), (1, 10)])
 def test_grouped_batches(train, groups, m):
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     sampler = GroupedBatchSampler(ids, groups=groups, group_size=m, seed=0)
     for step in range(20):
         batch = sampler.batch(step)
@@ -48,7 +48,7 @@ def test_grouped_batches(train, groups, m):
 
 
 def test_grouped_sampler_deterministic(train):
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     a = GroupedBatchSampler(ids, groups=4, group_size=4, seed=3)
     b = GroupedBatchSampler(ids, groups=4, group_size=4, seed=3)
     c = GroupedBatchSampler(ids, groups=4, group_size=4, seed=4)
@@ -63,7 +63,7 @@ def test_grouped_sampler_deterministic(train):
 
 
 def test_grouped_sampler_iteration(train):
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     sampler = GroupedBatchSampler(ids, groups=2, group_size=3, seed=1, num_batches=4)
     batches = list(sampler)
     assert len(sampler) == 4 and len(batches) == 4
@@ -83,7 +83,7 @@ def test_grouped_sampler_skips_small_label_sets():
 
 
 def test_grouped_sampler_too_few_label_sets(train):
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     n_sets = len(np.unique(ids))
     GroupedBatchSampler(ids, groups=n_sets, group_size=2, seed=0)
     with pytest.raises(ValueError):
@@ -99,7 +99,7 @@ def test_grouped_sampler_too_few_label_sets(train):
 def test_device_split_batch(train):
     split = DeviceSplit(train, "cpu")
     assert len(split) == len(train)
-    np.testing.assert_array_equal(split.label_sets, label_set_ids(train.labels))
+    np.testing.assert_array_equal(split.label_sets, label_set_bitmask(train.labels))
     index = [3, 0, 399, 3]
     batch = split.batch(index)
     assert set(batch) == {"inputs", "outputs", "labels", "program", "args"}
@@ -111,7 +111,7 @@ def test_device_split_batch(train):
     for f in ("inputs", "outputs", "labels", "program", "args"):
         np.testing.assert_array_equal(batch[f].numpy(), getattr(train, f)[index])
     # a sampler batch indexes straight into the split
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     b = split.batch(GroupedBatchSampler(ids, 4, 4, seed=0).batch(0))
     assert b["inputs"].shape == (16, s, 8, 8)
     labels = b["labels"].numpy().reshape(4, 4, -1)
@@ -126,7 +126,7 @@ def test_episode_dataset(train):
     assert item["inputs"].dtype == torch.uint8 and item["inputs"].shape == train.inputs.shape[1:]
     for f in item:
         np.testing.assert_array_equal(item[f].numpy(), getattr(train, f)[7])
-    ids = label_set_ids(train.labels)
+    ids = label_set_bitmask(train.labels)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=GroupedBatchSampler(ids, 2, 3, seed=0, num_batches=2))
     batches = list(loader)
     assert len(batches) == 2
@@ -160,7 +160,7 @@ def test_online_buffer_valid(online, small_cfg, small_dataset):
     assert eps.inputs.shape == (96, small_cfg.demos + 1, 8, 8) and eps.inputs.dtype == np.uint8
     lengths = (eps.program >= 0).sum(axis=1)
     assert set(lengths.tolist()) <= {1, 2} and set(lengths.tolist()) == {1, 2}
-    ids = label_set_ids(eps.labels)
+    ids = label_set_bitmask(eps.labels)
     expected = [sum(1 << int(p) for p in prog if p >= 0) for prog in eps.program]
     np.testing.assert_array_equal(ids, expected)
     assert set(ids.tolist()) <= set(small_dataset[1]["train"])

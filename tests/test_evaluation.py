@@ -13,8 +13,11 @@ from mcl.data.primitives import NAMES
 from mcl.data.store import open_store
 from mcl.evaluation.metrics import METRICS, copy_prediction, majority_prediction, per_episode, summarise
 from mcl.evaluation.summary import summarize_runs
-from mcl.evaluation.zero_shot import breakdown, evaluate_model, example_index, examples, reference_rows
-from mcl.training.trainer import build_model, load_trained
+from mcl.data.dataset import DeviceSplit
+from mcl.evaluation.forward import evaluate_split, forward_split
+from mcl.evaluation.zero_shot import (breakdown, episode_arrays, evaluate_model, example_index, examples, reference_rows,
+                                     split_values)
+from mcl.models.build import build_model, load_trained
 
 PRIMS = list(NAMES)
 
@@ -224,6 +227,49 @@ def test_evaluate_model_sections(tiny_store, tiny_params, tiny_trained_run, trai
     assert small["val"]["episodes"] == len(splits["val"])
     assert small["test"]["iou"] == pytest.approx(result["test"]["iou"], abs=2 / len(splits["test"]))
     json.dumps(result)
+
+
+def test_forward_split_batches_in_order_in_eval_mode_and_restores_the_mode(tiny_store, tiny_params):
+    torch.manual_seed(0)
+    model = build_model(tiny_params, "cpu")
+    eps = open_store(tiny_store).load("val")
+    split = DeviceSplit(eps, "cpu")
+    index = np.arange(len(eps))[::-1].copy()  # any order: batches follow index
+    model.train()
+    seen, outs = [], []
+    for b, out in forward_split(model, split, index, 7):
+        assert not model.training and not out.logits.requires_grad
+        seen.append(b["inputs"])
+        outs.append(out)
+    assert model.training, "forward_split must restore the model's mode"
+    assert [len(x) for x in seen] == [len(index[i:i + 7]) for i in range(0, len(index), 7)]
+    assert torch.equal(torch.cat(seen), torch.from_numpy(eps.inputs[index]))
+    assert set(outs[0].acts) >= {"h", "z"} and outs[0].aux_logits.shape == (7, len(PRIMS))
+    gen = forward_split(model, split, index, 7)
+    next(gen)
+    gen.close()  # stopped early: the mode is restored too
+    assert model.training
+    model.eval()
+    list(forward_split(model, split, index, 7))
+    assert not model.training
+
+
+def test_split_values_are_the_episodes_file_and_feed_evaluate_model(tiny_store, tiny_params):
+    torch.manual_seed(0)
+    model = build_model(tiny_params, "cpu")
+    store = open_store(tiny_store)
+    splits = {s: store.load(s) for s in ("val", "test")}
+    values = split_values(model, splits, 7, torch.device("cpu"))
+    for name, eps in splits.items():
+        direct = evaluate_split(model, DeviceSplit(eps, "cpu"), np.arange(len(eps)), 7)
+        for metric in METRICS:
+            assert torch.equal(values[name][metric], direct[metric]), (name, metric)
+    arrays = episode_arrays(values)
+    assert set(arrays) == {f"{s}_{m}" for s in splits for m in METRICS}
+    for key, a in arrays.items():
+        assert a.dtype == np.float32 and a.shape == (len(splits[key.split("_", 1)[0]]),)
+    assert evaluate_model(model, splits, store.primitives, 7, torch.device("cpu"), values=values) == \
+        evaluate_model(model, splits, store.primitives, 7, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Fault injection with a real SIGKILL: `mcl train` and `mcl generate` killed at chosen points.
 
 Each victim is a real subprocess, ``python -c DRIVER SPEC ARGS...``: the driver wraps one
-function as the code under test sees it (``torch.save`` inside mcl.training.checkpoint, the
+function as the code under test sees it (``torch.save`` inside mcl.models.checkpoint, the
 loss call of one training step, the metrics.csv write, the store writer's array creation or
 its rename), lets the wrapped call write part of its bytes, flushes them to disk, then
 sends SIGKILL to its own process, and otherwise runs ``mcl.cli.main()`` unchanged. No hook
@@ -27,7 +27,7 @@ import torch
 from mcl.data.generator import Episodes
 from mcl.data.store import open_store
 from mcl.errors import CheckpointError
-from mcl.training.checkpoint import load_checkpoint
+from mcl.models.checkpoint import load_checkpoint
 
 TIMING = {"step_time_ms", "wall_time_s"}
 STEPS = 12  # checkpoints (last.pt) at steps 4, 8, 12; evaluations (maybe best.pt) at 4, 8, 12; logs every 2
@@ -66,7 +66,7 @@ def write_part(f, data, fraction):
 
 if sys.argv[1] == "train":
     import torch
-    import mcl.training.checkpoint as checkpoint
+    import mcl.models.checkpoint as checkpoint
 
     real_save, saves = torch.save, {}
 

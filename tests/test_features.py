@@ -1,11 +1,11 @@
-"""Tests for mcl.analysis.features (activation statistics and unit selectivity)."""
+"""Tests for mcl.measures.features (activation statistics and unit selectivity)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mcl.analysis.features import (
+from mcl.measures.features import (
     activation_frequency,
     best_units,
     dead_units,
@@ -16,7 +16,7 @@ from mcl.analysis.features import (
     top_activating,
     unit_counts,
 )
-from mcl.analysis.probes import auroc
+from mcl.measures.rank import auroc
 
 Z_HAND = np.array(
     [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcl.data.dataset import DeviceSplit, label_set_ids
+from mcl.data.dataset import DeviceSplit, label_set_bitmask
 from mcl.data.store import open_store
 from mcl.models.adapters import Adapter, LoRALinear, inserted_parameters
 from mcl.training import finetune as ft
@@ -27,7 +27,7 @@ from mcl.training.finetune import (
     summarise_method,
     time_to_reach,
 )
-from mcl.training.trainer import load_trained
+from mcl.models.build import load_trained
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def state(model) -> dict[str, torch.Tensor]:
 
 def test_fewshot_tasks_picks_disjoint_episodes_of_one_label_set(fewshot):
     eps = fewshot[0]
-    ids = label_set_ids(eps.labels)
+    ids = label_set_bitmask(eps.labels)
     keys, counts = np.unique(ids, return_counts=True)
     shots, queries = 2, 4
     tasks = fewshot_tasks(eps, 5, shots, queries)
@@ -84,7 +84,7 @@ def test_fewshot_tasks_picks_disjoint_episodes_of_one_label_set(fewshot):
 
 def test_fewshot_tasks_skips_label_sets_that_are_too_small(fewshot):
     eps = fewshot[0]
-    ids = label_set_ids(eps.labels)
+    ids = label_set_bitmask(eps.labels)
     keys, counts = np.unique(ids, return_counts=True)
     need = int(np.sort(counts)[len(counts) // 2])  # about half the label sets have this many episodes
     eligible = set(keys[counts >= need].tolist())
@@ -94,7 +94,7 @@ def test_fewshot_tasks_skips_label_sets_that_are_too_small(fewshot):
 
 def test_fewshot_tasks_raises_when_too_few(fewshot):
     eps = fewshot[0]
-    counts = np.unique(label_set_ids(eps.labels), return_counts=True)[1]
+    counts = np.unique(label_set_bitmask(eps.labels), return_counts=True)[1]
     with pytest.raises(ValueError, match="num_tasks"):
         fewshot_tasks(eps, len(counts) + 1, 1, 1)
     with pytest.raises(ValueError, match="n_fewshot"):
@@ -195,7 +195,7 @@ def test_threshold_is_first_scored_step_at_or_above(split, task, tiny_params):
     # starts near copying the query (the tiny routing models predict all background for the first steps)
     import dataclasses
 
-    from mcl.training.trainer import build_model
+    from mcl.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(tiny_params, model=dataclasses.replace(tiny_params.model,

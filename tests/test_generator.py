@@ -9,7 +9,7 @@ import pytest
 
 from mcl.data import generator
 from mcl.config import ConfigError
-from mcl.data.generator import (DEV_FRACTION, SPLITS, all_programs, balanced_holdout, episode_inputs,
+from mcl.data.generator import (DEV_FRACTION, ALL_SPLITS, all_programs, balanced_holdout, episode_inputs,
                                 feasible_label_sets, generate_dataset, generate_split, holdout_count,
                                 label_set_partition, primitive_counts, probe_grids, run_programs, signature_table,
                                 split_checksum)
@@ -88,19 +88,19 @@ def brute_identifiable(short, program, args) -> bool:
 # per-pair and per-step rules
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_no_pair_is_noop(small_splits, split):
     eps = small_splits[split]
     same = (eps.outputs == eps.inputs).all(axis=(2, 3))
     assert not same.any(), f"{split}: {same.sum()} pairs with output == input"
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_outputs_equal_replayed_program(small_splits, stages, split):
     np.testing.assert_array_equal(stages[split][3], small_splits[split].outputs)
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_every_step_changes_every_grid(small_splits, stages, split):
     eps = small_splits[split]
     st = stages[split]
@@ -110,7 +110,7 @@ def test_every_step_changes_every_grid(small_splits, stages, split):
         assert changed.all(), f"{split}: step {t} leaves a grid unchanged in episodes {rows[~changed.all(axis=1)][:5]}"
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_programs_well_formed(small_splits, split):
     eps = small_splits[split]
     assert eps.program.dtype == np.int16 and eps.args.dtype == np.int16
@@ -128,7 +128,7 @@ def test_programs_well_formed(small_splits, split):
                 assert [a, b] in PRIMITIVES[p].param_table.tolist()
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_colour_params_present_in_every_grid_the_step_receives(small_splits, stages, split):
     eps = small_splits[split]
     st = stages[split]
@@ -148,7 +148,7 @@ def test_colour_params_present_in_every_grid_the_step_receives(small_splits, sta
         assert checked > 10  # the small dataset has plenty of recolor / swap steps
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_labels_are_multi_hot_of_program(small_splits, split):
     eps = small_splits[split]
     assert eps.labels.shape == (len(eps), NUM_PRIMITIVES)
@@ -164,7 +164,7 @@ def test_labels_are_multi_hot_of_program(small_splits, split):
 # identifiability
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_identifiable_brute_force(small_splits, short_outputs, split):
     """No stored program equals a shorter program (or, length <= 2, one of another label set) on the probe grids."""
     eps = small_splits[split]
@@ -174,7 +174,7 @@ def test_identifiable_brute_force(small_splits, short_outputs, split):
         assert brute_identifiable(short_outputs, prog, args), f"{split} episode {i}: {prog.tolist()} {args.tolist()}"
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_identifiable_by_signature_table(small_splits, split):
     eps = small_splits[split]
     verdict = signature_table().identifiable(eps.program, eps.args)
@@ -273,7 +273,7 @@ def test_split_sizes(small_splits, small_cfg):
     assert {k: len(v) for k, v in small_splits.items()} == dict(
         train=small_cfg.n_train, val=small_cfg.n_val, dev=small_cfg.n_dev, test=small_cfg.n_test,
         fewshot=small_cfg.n_fewshot, novel2=small_cfg.n_novel2, probe=small_cfg.probe_programs * small_cfg.probe_episodes)
-    assert list(small_splits) == list(SPLITS)
+    assert list(small_splits) == list(ALL_SPLITS)
     for eps in small_splits.values():
         assert eps.inputs.shape[1:] == (small_cfg.demos + 1, 8, 8)
         assert eps.outputs.shape == eps.inputs.shape
@@ -310,7 +310,7 @@ def test_val_not_in_train_and_fewshot_not_in_test(small_splits):
 
 
 def test_no_episode_in_two_splits(small_splits):
-    names = [n for n in SPLITS if n != "probe"]  # probe shares inputs across its programs by design
+    names = [n for n in ALL_SPLITS if n != "probe"]  # probe shares inputs across its programs by design
     seen = {n: _episode_bytes(small_splits[n]) for n in names}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -455,8 +455,8 @@ def test_novel2_fraction_zero_writes_no_novel2(small_cfg):
                               probe_programs=2, probe_episodes=1)
     done = []
     splits, pools = generate_dataset(cfg, progress=done.append)
-    assert list(splits) == [s for s in SPLITS if s != "novel2"]
-    assert sorted(done) == sorted(SPLITS)  # a progress bar over SPLITS still completes
+    assert list(splits) == [s for s in ALL_SPLITS if s != "novel2"]
+    assert sorted(done) == sorted(ALL_SPLITS)  # a progress bar over ALL_SPLITS still completes
     assert pools["novel2"] == []
     assert pools["train"] == feasible_label_sets((1, 2), cfg, signature_table()).tolist()
 
@@ -511,7 +511,7 @@ def test_probe_structure(small_splits, small_dataset, small_cfg):
 def test_same_params_same_bytes(small_splits, small_cfg, small_dataset):
     again, label_sets = generate_dataset(small_cfg)
     assert label_sets == small_dataset[1]
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         for field in small_splits[name].FIELDS:
             a, b = getattr(small_splits[name], field), getattr(again[name], field)
             assert a.dtype == b.dtype and a.shape == b.shape
@@ -522,7 +522,7 @@ def test_same_params_same_bytes(small_splits, small_cfg, small_dataset):
 def test_other_seed_other_data(small_splits, small_cfg, small_dataset):
     other, label_sets = generate_dataset(dataclasses.replace(small_cfg, seed=small_cfg.seed + 1))
     assert label_sets == small_dataset[1]  # feasibility does not depend on data.seed
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         assert not np.array_equal(other[name].inputs, small_splits[name].inputs), name
         assert split_checksum(other[name]) != split_checksum(small_splits[name])
 
@@ -539,7 +539,7 @@ def test_split_checksum_sensitive(small_cfg):
 # input grids
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_inputs_structured(small_splits, small_cfg, split):
     x = small_splits[split].inputs
     background = (x == 0).mean()

@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.grassmann (PCA bases, principal angles, subspace distances)."""
+"""Tests for mcl.measures.grassmann (PCA bases, principal angles, subspace distances)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from mcl.analysis.grassmann import (
+from mcl.measures.grassmann import (
     PAIR_TYPES,
     chordal_distance,
     distance_matrix,

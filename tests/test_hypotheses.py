@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.hypotheses: the pre-registered table, decide() and the pre-registration text."""
+"""Tests for mcl.stats.hypotheses: the pre-registered table, decide() and the pre-registration text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mcl.analysis.hypotheses import (
+from mcl.stats.hypotheses import (
     HYPOTHESES,
     Hypothesis,
     absolute_delta,
@@ -18,7 +18,7 @@ from mcl.analysis.hypotheses import (
     primaries,
     render_preregistration,
 )
-from mcl.analysis.stats import VERDICTS, holm, seed_effect_ci, t_interval
+from mcl.stats.intervals import VERDICTS, holm, seed_effect_ci, t_interval
 
 PRIMARIES = ["M_gap", "H1_exact_match", "H2_gain", "H3_test_spearman", "H4_monosemanticity"]
 ROLES = {

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mcl.analysis.learnability import VARIANTS, Variant, first_reaching, read_curve, render
+from mcl.studies.learnability import VARIANTS, Variant, first_reaching, read_curve, render_learnability
 from mcl.data.primitives import NAMES
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +46,7 @@ def test_render_reads_final_best_test_thresholds_and_primitives():
             demo_embed, encoder, executor, executor_steps, d_model, h_dim = "correspondence", "transformer", \
                 "routing", 3, 64, 192
 
-    text = render(curves, (Variant("a", "baseline", "what a is"),), P, "cmd", ("fig.png", "prims.png"), 2)
+    text = render_learnability(curves, (Variant("a", "baseline", "what a is"),), P, "cmd", ("fig.png", "prims.png"), 2)
     # final 0.85, best 0.85, test 0.07; 0.5 reached at step 10 (0.5 min), 0.8 at step 20, 0.95 never; 3000 ms/step
     assert "| `a` | what a is | 0.850 | 0.850 | 0.070 | 10 / 0.5 | 20 / 1.0 | not reached | 3000 |" in text
     assert "| `a` | 1.00 | 0.00 |" in text          # rotate, then flip: the per-primitive table

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from repo_tools import REPO, clone_with_cache, dvc, repo_env, stages_run, status
 
-from mcl.data.generator import SPLITS
+from mcl.data.generator import ALL_SPLITS
 from mcl.data.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_dvc_repro_end_to_end_and_beta_retrains_only_share(reproduced_repo, dvc_
     # generate alone produced the store
     assert stages_run(runs["generate"]) == {"generate"}
     store = open_store(repo / "data" / "episodes.zarr")
-    assert set(SPLITS) <= set(store.splits)
+    assert set(ALL_SPLITS) <= set(store.splits)
     assert len(store.load("train")) == 400 and len(store.load("fewshot")) == 300
 
     ran = stages_run(runs["repro"])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mcl.analysis.reproducibility import weights_digest
-from mcl.training.checkpoint import load_checkpoint
+from mcl.studies.reproducibility import weights_digest
+from mcl.models.checkpoint import load_checkpoint
 from mcl.training.pool import pool_workers, train_seeds
 
 SEEDS = [0, 1]

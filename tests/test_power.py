@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.power (`mcl power`): the seed-count rule, the cost model and the report."""
+"""Tests for mcl.studies.power (`mcl power`): the seed-count rule, the cost model and the report."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from mcl.analysis.hypotheses import primaries
-from mcl.analysis.power import (
+from mcl.stats.hypotheses import primaries
+from mcl.studies.power import (
     affordable_seeds,
     choose_seeds,
     pipeline_minutes,
@@ -17,7 +17,7 @@ from mcl.analysis.power import (
     seed_minutes,
     training_minutes,
 )
-from mcl.analysis.stats import seeds_for_power
+from mcl.stats.intervals import seeds_for_power
 from mcl.config import load_params
 from mcl.training.pool import pool_workers
 
@@ -99,7 +99,8 @@ def test_power_study(tmp_path):
     workers = pool_workers(params.train.workers, params.train.threads, len(seeds))
     # a pipeline measured at exactly its training time plus 1 min per seed
     pilot = 2 * math.ceil(len(seeds) / workers) * 4.0 + len(seeds)
-    text, r = power_study(params, analysis, timing, pilot, budget_min=45.0)
+    study = power_study(params, analysis, timing, pilot, budget_min=45.0)
+    text, r = study.markdown, study.data
     # seed sd 0.01 against delta 0.02 at alpha 0.05/5: the per-seed primaries need
     need = seeds_for_power({"seed": 0.01**2}, 0.02, alpha=params.analysis.alpha / len(primaries()))
     assert r["recommended"] == min(r["affordable"], need)
@@ -108,7 +109,7 @@ def test_power_study(tmp_path):
     for key in primaries():
         assert f"| `{key}` |" in text
     # a tight budget caps the recommendation
-    _, tight = power_study(params, analysis, timing, pilot, budget_min=2 * 4.0 + 2.0)
+    tight = power_study(params, analysis, timing, pilot, budget_min=2 * 4.0 + 2.0).data
     assert tight["affordable"] == tight["recommended"] == 2
     with pytest.raises(ValueError, match="over the 5 min budget"):
         power_study(params, analysis, timing, pilot, budget_min=5.0)

@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.probes (logistic probes, AUROC, F1)."""
+"""Tests for mcl.measures.probes (logistic probes, AUROC, F1)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.special
 
-from mcl.analysis.probes import auroc, f1_score, fit_logistic, predict_proba, probe_primitives
+from mcl.measures.probes import f1_score, fit_logistic, predict_proba, probe_primitives
+from mcl.measures.rank import auroc
 
 
 def _planted(rng: np.random.Generator, n: int, d: int = 20, strength: float = 2.0):

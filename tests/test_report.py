@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from test_analysis_run import build_tiny_pipeline, run_analyse_cli
 
-from mcl.analysis.hypotheses import HYPOTHESES, by_key, render_preregistration
-from mcl.analysis.report import FIGURES, H2_UNTESTABLE, MDE_SENTENCE, write_preregistration, write_report
+from mcl.stats.hypotheses import HYPOTHESES, by_key, render_preregistration
+from mcl.analysis.run import H2_UNTESTABLE
+from mcl.report.figures import FIGURES
+from mcl.report.summary_page import MDE_SENTENCE
+from mcl.report.write import write_preregistration, write_report
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +160,9 @@ def test_manipulation_passed_and_h2_testable(pipeline, tmp_path):
     h = root / "metrics" / "hypotheses.json"
     _edit(h, lambda o: o["M_gap"].update(effect=0.05, ci_low=0.03, ci_high=0.07, verdict="supported", p_holm=0.001))
     _edit(a, lambda o: o["h2_precondition"].update(testable=True, effect=0.1, ci_low=0.05, ci_high=0.15))
+    # as `mcl analyse` writes the metric file when the precondition holds: the H2 verdicts are the decided ones
+    decided = json.loads(a.read_text())["hypotheses"]
+    _edit(h, lambda o: [o[k].update(verdict=decided[k]["verdict"]) for k in ("H2_gain", "H2_rmst")])
     summary, report = _report(pipeline, root)
     assert "Manipulation check passed" in "\n".join(summary.splitlines()[:4])
     assert "Manipulation check failed" not in summary

@@ -7,7 +7,7 @@ import math
 import pytest
 from repo_tools import tree_bytes
 
-from mcl.analysis.reproducibility import HEADLINE, spreads, weights_digest
+from mcl.studies.reproducibility import HEADLINE, spreads, weights_digest
 
 
 @pytest.mark.parametrize("name", ["episodes.zarr", "episodes.h5"])

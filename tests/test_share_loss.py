@@ -6,19 +6,15 @@ import math
 import pytest
 import torch
 
-from mcl.losses.share import (
-    EmaBasisBank,
-    gram_eigh,
-    group_bases,
-    jaccard,
-    label_keys,
+from mcl.bench.share import naive_share_loss
+from mcl.data.dataset import label_set_bitmask
+from mcl.losses.share import EmaBasisBank, gram_eigh, group_bases, jaccard, label_keys, pairwise_similarity, share_loss
+from mcl.measures import grassmann
+from mcl.measures.geometry import (
     effective_rank,
-    label_set_ids,
+    group_label_sets,
     label_variance_fraction,
     manipulation_metrics,
-    naive_share_loss,
-    projection_distance,
-    share_loss,
     subspace_geometry,
 )
 
@@ -52,6 +48,18 @@ def data_in_subspace(U, m, seed, scales=None):
 
 # ---------------------------------------------------------------------------
 # projection distance
+
+
+def projection_distance(U, V):
+    """The loss's distance ``1 - sim`` of two bases [d, k] (:func:`pairwise_similarity`)."""
+    return 1.0 - pairwise_similarity(U[None], V[None])[0, 0]
+
+
+def test_torch_distance_equals_the_numpy_principal_angle_one():
+    # the loss's torch formula (for autograd) and mcl.measures.grassmann's are pinned to each other
+    for seed in range(5):
+        U, V = orthonormal(9, 3, seed), orthonormal(9, 3, seed + 10)
+        assert projection_distance(U, V).item() == pytest.approx(grassmann.projection_distance(U.numpy(), V.numpy()), abs=1e-12)
 
 
 def test_distance_zero_for_identical_and_one_for_orthogonal():
@@ -141,6 +149,11 @@ def test_pair_weights_are_jaccard_and_stats():
     assert w[0, 1].item() == pytest.approx(1 / 3)
     assert w[0, 2].item() == 0.0 and w[2, 2].item() == 1.0
     assert label_keys(sets).tolist() == [3, 6, 8]
+    # the loss's torch keys are the dataset's numpy bitmasks (one convention, pinned)
+    assert label_keys(sets).tolist() == label_set_bitmask(sets.numpy()).tolist()
+    # two empty label sets are identical: Jaccard 1 (mcl's one convention, also the analysis's)
+    empty = torch.zeros(2, 4, dtype=torch.uint8)
+    assert jaccard(empty, empty).tolist() == [[1.0, 1.0], [1.0, 1.0]]
     # three groups: loss = w01 * d01 / w01 (only pair 0-1 shares a primitive)
     E = torch.eye(6, dtype=F64)
     h = torch.cat([data_in_subspace(E[:, [0, 1]], 5, 1), data_in_subspace(E[:, [1, 2]], 5, 2),
@@ -218,7 +231,7 @@ def test_structured_h_is_the_match_optimum():
 
 def test_gradient_moves_collapsed_h_towards_the_structure():
     h, labels = collapsed_batch(noise=0.05)  # noise: exact collapse is a stationary point
-    ids, sets = label_set_ids(labels)
+    ids, sets = group_label_sets(labels)
     x = h.clone().requires_grad_(True)
     opt = torch.optim.SGD([x], lr=1.0)
     losses = []
@@ -556,7 +569,7 @@ def test_label_variance_fraction_known_values():
 def test_subspace_geometry_collapsed_vs_structured():
     for make, gap in ((collapsed_batch, 0.0), (structured_batch, 1 / 3)):
         h, labels = make()
-        ids, sets = label_set_ids(labels)
+        ids, sets = group_label_sets(labels)
         geo = subspace_geometry(h, ids, sets, 3, 1e-6)
         assert geo["n_overlap"] == 2 and geo["n_disjoint"] == 4
         assert geo["gap"] == pytest.approx(gap, abs=1e-9)
@@ -567,7 +580,7 @@ def test_subspace_geometry_collapsed_vs_structured():
 
 def test_subspace_geometry_skips_small_and_degenerate_groups():
     h, labels = structured_batch()
-    ids, sets = label_set_ids(labels)
+    ids, sets = group_label_sets(labels)
     ref = subspace_geometry(h, ids, sets, 3, 1e-6)
     # an extra label set seen only 3 times (< k + 1 rows), and one with identical rows
     extra_sets = torch.cat([sets, torch.eye(2, sets.shape[1], dtype=sets.dtype)])
@@ -589,7 +602,7 @@ def test_manipulation_metrics_collapsed_vs_structured_and_random_order():
     assert mc["share_objective"] > 0.5 and ms["share_objective"] == pytest.approx(0.0, abs=1e-12)
     assert abs(mc["gap"]) < 1e-9 and ms["gap"] > 0.3
     assert ms["effective_rank"] > mc["effective_rank"]
-    ids, _ = label_set_ids(labels)
+    ids, _ = group_label_sets(labels)
     assert ms["label_r2"] == pytest.approx(label_variance_fraction(hs, ids))
     assert ms["effective_rank"] == pytest.approx(effective_rank(hs))
     # random (non-grouped) order: label-set groups are found by identity, the grouped objective is undefined

@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.stats: the seed x item interval, TOST, Holm, verdicts, power, and the
+"""Tests for mcl.stats.intervals: the seed x item interval, TOST, Holm, verdicts, power, and the
 bootstrap / t-test / Spearman helpers kept from before.
 
 The calibration tests simulate null studies (no true effect) and studies with a planted effect
@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mcl.analysis.stats import (
+from mcl.measures.rank import spearman
+from mcl.stats.intervals import (
     VERDICTS,
     crossed_reference_df,
     decide_effect,
@@ -31,7 +32,6 @@ from mcl.analysis.stats import (
     planned_se,
     seed_effect_ci,
     seeds_for_power,
-    spearman,
     t_interval,
     t_test_power,
     tost,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, SPLITS, Episodes, split_checksum
+from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, ALL_SPLITS, Episodes, split_checksum
 from mcl.data.store import SCHEMA_VERSION, StoreError, open_store, store_attrs, store_format, write_store
 
 
@@ -63,10 +63,10 @@ def zarr_chunk(store: Path, split: str, field: str) -> Path:
 def test_zarr_equals_hdf5(small_zarr_store, h5_store, small_splits):
     z, h = open_store(small_zarr_store), open_store(h5_store)
     assert z.format == "zarr" and h.format == "hdf5"
-    assert z.splits == h.splits == list(SPLITS)
+    assert z.splits == h.splits == list(ALL_SPLITS)
     assert z.attrs == h.attrs
     assert z.attrs["schema_version"] == SCHEMA_VERSION
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         ez, eh = z.load(name), h.load(name)
         assert_same_episodes(ez, eh)
         assert_same_episodes(ez, small_splits[name])
@@ -86,7 +86,7 @@ def test_store_attrs(small_zarr_store, small_cfg, small_dataset):
     assert a["holdout"] == {"seed": HOLDOUT_SEED, "restarts": HOLDOUT_RESTARTS,
                             "novel2_fraction": small_cfg.novel2_fraction, "dev_fraction": DEV_FRACTION}
     assert set(a["parameters"]) == set(a["primitives"])
-    assert list(a["splits"]) == list(SPLITS) and {"dev", "novel2"} <= set(a["checksums"])
+    assert list(a["splits"]) == list(ALL_SPLITS) and {"dev", "novel2"} <= set(a["checksums"])
 
 
 def test_zarr_store_has_few_files(small_zarr_store):
@@ -180,7 +180,7 @@ def test_h5_corrupt_byte_in_inputs(h5_store, small_splits, tmp_path, where):
     except StoreError as e:
         assert str(path) in str(e)
     else:  # the only acceptable success: the data did not change
-        for name in SPLITS:
+        for name in ALL_SPLITS:
             assert_same_episodes(loaded[name], small_splits[name])
 
 
@@ -192,7 +192,7 @@ def test_h5_corrupt_byte_middle_of_file(h5_store, small_splits, tmp_path):
     except StoreError:
         pass
     else:
-        for name in SPLITS:
+        for name in ALL_SPLITS:
             assert_same_episodes(loaded[name], small_splits[name])
 
 
@@ -440,7 +440,7 @@ def test_write_failure_keeps_existing_store(small_dataset, small_cfg, tmp_path, 
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     loaded = load_everything(path)
-    for name in SPLITS:
+    for name in ALL_SPLITS:
         assert_same_episodes(loaded[name], old[name])
 
 

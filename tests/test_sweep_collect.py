@@ -1,4 +1,4 @@
-"""Tests for mcl.analysis.sweep: collecting a loss.beta sweep from `dvc exp show --json`.
+"""Tests for mcl.studies.sweep: collecting a loss.beta sweep from `dvc exp show --json`.
 
 A hand-made output of the DVC 3 shape (and of the older DVC 2 dict shape) checks the parser;
 `test_real_queue` runs a two-point queue of a trivial stage (no training: the stage writes a
@@ -15,7 +15,8 @@ import time
 import pytest
 from repo_tools import git
 
-from mcl.analysis.sweep import collect_sweep, plotted_keys, render_dose_response, select_beta
+from mcl.studies.result import write_study
+from mcl.studies.sweep import collect_sweep, dose_response_study, plotted_keys, select_beta
 
 
 def hyp(effect: float, verdict: str = "inconclusive", role: str = "primary", holm: bool = True) -> dict:
@@ -139,6 +140,14 @@ def test_select_beta_uses_dev_only():
     assert select_beta(zero[1:]) == 0.0  # beta 0 (the baseline itself) competes even when not run
     with pytest.raises(ValueError, match="no experiment"):
         select_beta([{"beta": None, "results": {}}])
+
+
+def render_dose_response(rows, md, png):
+    """The study as `mcl sweep` runs it: compute, then write page and figure; the study's data."""
+    result = dose_response_study(rows, png)
+    assert not png.exists() and not md.exists()  # computing writes nothing
+    write_study(result, md)
+    return result.data
 
 
 def test_render_dose_response(tmp_path):

@@ -26,8 +26,10 @@ import yaml
 from mcl.config import to_dict
 from mcl.errors import CheckpointError, NonFiniteLossError
 from mcl.training import trainer as trainer_mod
-from mcl.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from mcl.training.trainer import arm_params, build_model, load_trained, lr_at, train
+from mcl.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from mcl.config import arm_params
+from mcl.models.build import build_model, load_trained
+from mcl.training.trainer import lr_at, train
 
 REPO = Path(__file__).parents[1]
 TIMING = {"step_time_ms", "wall_time_s"}
@@ -523,8 +525,8 @@ def test_share_arm_at_beta_zero_is_the_baseline(make_tiny_params, tmp_path):
     """The arms differ only by the treatment: with loss.beta = 0 the share arm trains the baseline's
     weights bit for bit (same data order, initialisation and every other loss); at the default beta
     it does not."""
-    from mcl.analysis.reproducibility import weights_digest
-    from mcl.training.checkpoint import load_checkpoint
+    from mcl.studies.reproducibility import weights_digest
+    from mcl.models.checkpoint import load_checkpoint
     from mcl.training.trainer import train
 
     def digest(params, arm):

@@ -1,1 +1,1 @@
-"""mcl.analysis"""
+"""The `mcl analyse` stage: representation analyses and the pre-registered decisions."""

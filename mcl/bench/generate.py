@@ -20,7 +20,7 @@ def bench_generate(cfg: DataConfig, episodes: int = 50_000, loop_episodes: int =
     sets = feasible_label_sets(SPLIT_LENGTHS["train"], cfg, table)
 
     t0 = time.perf_counter()
-    eps = generate_split("train", episodes, cfg, table, sets)
+    train = generate_split("train", episodes, cfg, table, sets)
     t_split = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -29,7 +29,7 @@ def bench_generate(cfg: DataConfig, episodes: int = 50_000, loop_episodes: int =
     total = sum(len(e) for e in splits.values())
 
     # the same programs on the same grids: vectorised vs a per-grid Python loop
-    sub = eps.take(np.arange(min(loop_episodes, len(eps))))
+    sub = train.take(np.arange(min(loop_episodes, len(train))))
     s = sub.inputs.shape[1]
     grids = sub.inputs.reshape(-1, SIZE, SIZE)
     program = np.repeat(sub.program, s, axis=0)

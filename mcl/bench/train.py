@@ -16,8 +16,10 @@ import torch
 
 from mcl.config import Params
 from mcl.data.dataset import DeviceSplit, GroupedBatchSampler, OnlineSource
-from mcl.losses.share import bench_share, share_loss
-from mcl.training.trainer import build_model, resolve_device, train
+from mcl.bench.share import bench_share
+from mcl.losses.share import share_loss
+from mcl.models.build import build_model, resolve_device
+from mcl.training.trainer import train
 
 
 def _sync(device):
@@ -141,8 +143,8 @@ def bench_parallel(params: Params, seeds: int = 2, steps: int = 1000, workers: i
     :func:`~mcl.training.pool.pool_workers`). Also checks that every seed's final weights are
     the same bytes in both runs.
     """
-    from mcl.analysis.reproducibility import weights_digest
-    from mcl.training.checkpoint import load_checkpoint
+    from mcl.studies.reproducibility import weights_digest
+    from mcl.models.checkpoint import load_checkpoint
     from mcl.training.pool import pool_workers, train_seeds
 
     p = dataclasses.replace(params, train=dataclasses.replace(

@@ -23,16 +23,16 @@ POOLS = {
 }
 
 
-def split_stats(eps: Episodes, primitives: list[str]) -> dict:
+def split_stats(episodes: Episodes, primitives: list[str]) -> dict:
     """Counts per split: episodes, program lengths, label sets, primitive frequencies."""
-    lengths = (eps.program >= 0).sum(axis=1)
-    sets = Counter(label_set_name(row, primitives) for row in eps.labels)
+    lengths = (episodes.program >= 0).sum(axis=1)
+    sets = Counter(label_set_name(row, primitives) for row in episodes.labels)
     return {
-        "episodes": len(eps),
+        "episodes": len(episodes),
         "lengths": {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))},
         "label_sets": dict(sorted(sets.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "primitive_counts": {p: int(c) for p, c in zip(primitives, eps.labels.sum(axis=0))},
-        "foreground_fraction": float((eps.inputs != 0).mean()),
+        "primitive_counts": {p: int(c) for p, c in zip(primitives, episodes.labels.sum(axis=0))},
+        "foreground_fraction": float((episodes.inputs != 0).mean()),
     }
 
 
@@ -197,16 +197,21 @@ def _why_section(a: dict, stats: dict) -> str:
 """
 
 
+def _primitive_rows(figures: Path, rel: str) -> list[str]:
+    """Draw each primitive's example figure into ``figures``; its table row, linking the figure as ``rel``/...."""
+    rows = []
+    for p in PRIMITIVES:
+        primitive_figure(p.name, figures / f"primitive_{p.name}.png")
+        rows.append(f"| `{p.name}` | {p.meaning} | {len(p.param_table)} | ![{p.name}]({rel}/primitive_{p.name}.png) |")
+    return rows
+
+
 def write_card(store: EpisodeStore, out: str | os.PathLike, figures: str | os.PathLike) -> None:
     """Write the dataset card markdown to ``out`` and its PNGs into ``figures``."""
     out, figures = Path(out), Path(figures)
     a = store.attrs
     stats = store_summary(store)
-    rel = os.path.relpath(figures, out.parent)
-    rows = []
-    for p in PRIMITIVES:
-        primitive_figure(p.name, figures / f"primitive_{p.name}.png")
-        rows.append(f"| `{p.name}` | {p.meaning} | {len(p.param_table)} | ![{p.name}]({rel}/primitive_{p.name}.png) |")
+    rows = _primitive_rows(figures, os.path.relpath(figures, out.parent))
     split_rows = []
     for name, s in stats.items():
         lens = ", ".join(f"{v} of length {k}" for k, v in s["lengths"].items())

@@ -19,24 +19,24 @@ BATCH_FIELDS = ("inputs", "outputs", "labels", "program", "args")
 class EpisodeDataset(torch.utils.data.Dataset):
     """``torch.utils.data.Dataset`` over a split: item i is a dict of uint8 tensors."""
 
-    def __init__(self, eps: Episodes):
-        self.eps = eps
+    def __init__(self, episodes: Episodes):
+        self.episodes = episodes
 
     def __len__(self):
-        return len(self.eps)
+        return len(self.episodes)
 
     def __getitem__(self, i):
-        return {f: torch.from_numpy(np.ascontiguousarray(getattr(self.eps, f)[i])) for f in BATCH_FIELDS}
+        return {f: torch.from_numpy(np.ascontiguousarray(getattr(self.episodes, f)[i])) for f in BATCH_FIELDS}
 
 
 class DeviceSplit:
     """A split as tensors on ``device``: inputs/outputs uint8 [N, S, 8, 8], labels uint8 [N, P],
     program int16 [N, 3], args int16 [N, 3, 2]."""
 
-    def __init__(self, eps: Episodes, device: str | torch.device = "cpu"):
+    def __init__(self, episodes: Episodes, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.tensors = {f: torch.from_numpy(np.ascontiguousarray(getattr(eps, f))).to(self.device) for f in BATCH_FIELDS}
-        self.label_sets = label_set_ids(eps.labels)
+        self.tensors = {f: torch.from_numpy(np.ascontiguousarray(getattr(episodes, f))).to(self.device) for f in BATCH_FIELDS}
+        self.label_sets = label_set_bitmask(episodes.labels)
 
     def __len__(self):
         return len(self.label_sets)
@@ -47,7 +47,7 @@ class DeviceSplit:
         return {f: t[index] for f, t in self.tensors.items()}
 
 
-def label_set_ids(labels: np.ndarray) -> np.ndarray:
+def label_set_bitmask(labels: np.ndarray) -> np.ndarray:
     """Label set of each episode as a bitmask int64 [N] from multi-hot labels [N, P]."""
     return (labels.astype(np.int64) << np.arange(labels.shape[1])).sum(axis=1)
 
@@ -61,7 +61,7 @@ class GroupedBatchSampler:
 
     Parameters
     ----------
-    label_sets : int64 [N], label-set id per episode (see :func:`label_set_ids`).
+    label_sets : int64 [N], label-set id per episode (see :func:`label_set_bitmask`).
     """
 
     def __init__(self, label_sets: np.ndarray, groups: int, group_size: int, seed: int, num_batches: int | None = None):

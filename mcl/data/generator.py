@@ -48,7 +48,7 @@ from mcl.data.primitives import (COLOURS, MAX_PARAMS, NUM_PRIMITIVES, PARAM_INDE
                                  apply_steps, run_programs)
 
 MAX_STEPS = 3
-SPLITS = ("train", "val", "dev", "test", "fewshot", "novel2", "probe")
+ALL_SPLITS = ("train", "val", "dev", "test", "fewshot", "novel2", "probe")
 SPLIT_LENGTHS = {"train": (1, 2), "val": (1, 2), "novel2": (2,), "dev": (3,), "test": (3,), "fewshot": (3,)}
 # random stream per split, fixed numbers: adding a split never moves another split's stream
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2, "fewshot": 3, "probe": 4, "dev": 5, "novel2": 6}
@@ -529,19 +529,19 @@ def generate_probe(cfg: DataConfig, table: SignatureTable, train_sets: np.ndarra
                                    program[rows], args[rows]))
     if len(chosen) < e:
         raise RuntimeError(f"generator: only {len(chosen)} of {e} probe input sets satisfy every probe program")
-    eps = Episodes.concat(chosen)  # episode-major: row j * p + i
+    probe = Episodes.concat(chosen)  # episode-major: row j * p + i
     order = np.arange(p * e).reshape(e, p).T.ravel()  # -> program-major: row i * e + j
-    eps = eps.take(order)
-    eps.labels = ((label_masks(eps.program)[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8)
-    return eps
+    probe = probe.take(order)
+    probe.labels = ((label_masks(probe.program)[:, None] >> np.arange(NUM_PRIMITIVES)) & 1).astype(np.uint8)
+    return probe
 
 
 def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes], dict[str, list[int]]]:
-    """All splits for ``cfg``, in the order of :data:`SPLITS` (see the module docstring).
+    """All splits for ``cfg``, in the order of :data:`ALL_SPLITS` (see the module docstring).
 
     Returns the splits and the label sets (bitmasks) of :func:`label_set_partition`: train,
     novel2, dev, test. With ``cfg.novel2_fraction == 0`` there is no novel2 split and its list
-    is empty. ``progress(name)`` is called once per name in SPLITS as that split is done (for
+    is empty. ``progress(name)`` is called once per name in ALL_SPLITS as that split is done (for
     novel2 also when it is not written).
     """
     table = signature_table()
@@ -571,15 +571,15 @@ def generate_dataset(cfg: DataConfig, progress=None) -> tuple[dict[str, Episodes
     splits["probe"] = generate_probe(cfg, table, sets["train"], sets["test"])
     if progress:
         progress("probe")
-    splits = {name: splits[name] for name in SPLITS if name in splits}
+    splits = {name: splits[name] for name in ALL_SPLITS if name in splits}
     return splits, {name: sets[name].tolist() for name in ("train", "novel2", "dev", "test")}
 
 
-def split_checksum(eps: Episodes) -> str:
+def split_checksum(episodes: Episodes) -> str:
     """SHA-256 over every array of a split (name, dtype, shape, bytes in C order)."""
     digest = hashlib.sha256()
     for name in Episodes.FIELDS:
-        arr = np.ascontiguousarray(getattr(eps, name))
+        arr = np.ascontiguousarray(getattr(episodes, name))
         digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()

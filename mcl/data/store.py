@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.config import DataConfig, to_dict
-from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, SPLITS, Episodes, split_checksum
+from mcl.data.generator import DEV_FRACTION, HOLDOUT_RESTARTS, HOLDOUT_SEED, ALL_SPLITS, Episodes, split_checksum
 from mcl.data.primitives import NAMES, PRIMITIVES, SIZE
 from mcl.errors import StoreError, brief
 
@@ -59,12 +59,12 @@ def store_attrs(splits: dict[str, Episodes], cfg: DataConfig, label_sets: dict[s
         "colours": 10,
         "episode_pairs": cfg.demos + 1,
         "data": to_dict(cfg),
-        "splits": {name: len(eps) for name, eps in splits.items()},
+        "splits": {name: len(episodes) for name, episodes in splits.items()},
         "label_sets": label_sets or {},
         "holdout": {"seed": HOLDOUT_SEED, "restarts": HOLDOUT_RESTARTS, "novel2_fraction": cfg.novel2_fraction,
                     "dev_fraction": DEV_FRACTION},
         "probe": {"programs": cfg.probe_programs, "episodes_per_program": cfg.probe_episodes},
-        "checksums": {name: split_checksum(eps) for name, eps in splits.items()},
+        "checksums": {name: split_checksum(episodes) for name, episodes in splits.items()},
     }
 
 
@@ -148,20 +148,20 @@ def write_store(path: str | os.PathLike, splits: dict[str, Episodes], attrs: dic
             import zarr
 
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            for name, eps in splits.items():
+            for name, episodes in splits.items():
                 group = root.create_group(name)
                 for field in Episodes.FIELDS:
-                    arr = np.ascontiguousarray(getattr(eps, field))
+                    arr = np.ascontiguousarray(getattr(episodes, field))
                     group.create_array(field, data=arr, chunks=arr.shape if arr.size else None)
             root.attrs.update(attrs)
         else:
             import h5py
 
             with h5py.File(tmp, "w") as f:
-                for name, eps in splits.items():
+                for name, episodes in splits.items():
                     group = f.create_group(name)
                     for field in Episodes.FIELDS:
-                        arr = np.ascontiguousarray(getattr(eps, field))
+                        arr = np.ascontiguousarray(getattr(episodes, field))
                         group.create_dataset(field, data=arr, compression="gzip", compression_opts=4,
                                              chunks=arr.shape if arr.size else None)
                 _write_h5_attrs(f, attrs)
@@ -269,14 +269,14 @@ class EpisodeStore:
             if arr.dtype != _DTYPES[field] or arr.shape != shapes[field]:
                 raise StoreError(f"{self.path}: {split}/{field} is {arr.dtype}{list(arr.shape)}, "
                                  f"expected {np.dtype(_DTYPES[field])}{list(shapes[field])}")
-        eps = Episodes(**arrays)
+        episodes = Episodes(**arrays)
         if verify:
             expected = self.attrs["checksums"].get(split)
-            actual = split_checksum(eps)
+            actual = split_checksum(episodes)
             if actual != expected:
                 raise StoreError(f"{self.path}: split {split!r} fails its checksum "
                                  f"(stored {str(expected)[:12]}..., computed {actual[:12]}...): the store is corrupt")
-        return eps
+        return episodes
 
     def load_all(self) -> dict[str, Episodes]:
         return {name: self.load(name) for name in self.splits}
@@ -286,7 +286,7 @@ def open_store(path: str | os.PathLike) -> EpisodeStore:
     return EpisodeStore(path)
 
 
-__all__ = ["SCHEMA_VERSION", "SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
+__all__ = ["SCHEMA_VERSION", "ALL_SPLITS", "StoreError", "EpisodeStore", "open_store", "write_store", "store_attrs",
            "store_format"]
 
 

@@ -13,37 +13,25 @@ sets, ``mean_{i<j} (sim_ij - J_ij)^2``: disjoint groups are pushed towards ortho
 subspaces, overlapping ones towards partial alignment. The older ``attract`` form only
 pulls overlapping groups together, and is minimised by collapsing every group onto one
 subspace. Bases come from the ``m x m`` Gram matrix of each group, so nothing of size
-``d x d`` is ever formed. The module also holds the manipulation-check metrics
-(:func:`manipulation_metrics`) that measure whether ``h`` has that structure."""
+``d x d`` is ever formed. The manipulation-check metrics that measure whether ``h`` has that
+structure are in :mod:`mcl.measures.geometry`; a naive reference and the benchmark in
+:mod:`mcl.bench.share`."""
 
 from __future__ import annotations
 
-import statistics
-import time
-
-import numpy as np
 import torch
-from scipy.stats import rankdata
 
 __all__ = [
     "GramEigh",
     "gram_eigh",
     "group_bases",
-    "projection_distance",
     "pairwise_similarity",
     "jaccard",
     "label_keys",
-    "label_set_ids",
     "OBJECTIVES",
     "pair_objective",
     "share_loss",
-    "effective_rank",
-    "label_variance_fraction",
-    "subspace_geometry",
-    "manipulation_metrics",
     "EmaBasisBank",
-    "naive_share_loss",
-    "bench_share",
 ]
 
 
@@ -162,16 +150,6 @@ def group_bases(
     return U, ok
 
 
-def projection_distance(U_i: torch.Tensor, U_j: torch.Tensor) -> torch.Tensor:
-    """Projection distance between subspaces with orthonormal bases ``U_i, U_j`` [..., d, k].
-
-    ``1 - ||U_i^T U_j||_F^2 / k = ||P_i - P_j||_F^2 / (2k) = mean_t sin^2(theta_t)`` over
-    the ``k`` principal angles; dimensionless, in [0, 1]. Returns shape [...].
-    """
-    k = U_i.shape[-1]
-    return 1.0 - (U_i.mT @ U_j).pow(2).sum((-2, -1)) / k
-
-
 def pairwise_similarity(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """Subspace similarity ``||U_a^T V_b||_F^2 / k = 1 - dist(U_a, V_b)`` of every pair.
 
@@ -198,13 +176,13 @@ def _keys_to_sets(keys: torch.Tensor, P: int) -> torch.Tensor:
 def jaccard(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Pairwise Jaccard overlap of multi-hot label sets ``a`` [n, P], ``b`` [r, P] -> [n, r].
 
-    ``|a & b| / |a | b|``; 0 when both sets are empty.
+    ``|a & b| / |a | b|``; 1 when both sets are empty (identical sets: mcl's one convention).
     """
     a = (a != 0).to(dtype)
     b = (b != 0).to(dtype)
     inter = a @ b.T
     union = a.sum(-1, keepdim=True) + b.sum(-1) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
 
 
 # ---------------------------------------------------------------------------
@@ -422,299 +400,3 @@ def share_loss(
     if bank is not None and update_bank and bool(ok.any()):
         bank.update(keys[ok], U[ok].detach())
     return loss, stats
-
-
-# ---------------------------------------------------------------------------
-# manipulation-check metrics (no gradient, floats out)
-
-
-def label_set_ids(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer id of each row's label set.
-
-    Parameters
-    ----------
-    labels : [N, P] multi-hot
-
-    Returns
-    -------
-    ids : long [N], in ``[0, n_ids)``
-    sets : bool [n_ids, P], the distinct label sets (row ``s`` is the set of id ``s``)
-    """
-    sets, ids = torch.unique(labels != 0, dim=0, return_inverse=True)
-    return ids, sets
-
-
-def _analysis_copy(h: torch.Tensor) -> torch.Tensor | None:
-    """``h`` detached in float64, or None when it holds a non-finite value."""
-    h = h.detach().double()
-    return h if bool(torch.isfinite(h).all()) else None
-
-
-def _centred_energy(h: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Centred rows ``h - mean(h)`` and the rounding floor of their energy (as in :func:`group_bases`)."""
-    floor = (64 * torch.finfo(h.dtype).eps) ** 2 * float(h.pow(2).sum())
-    return h - h.mean(0), floor
-
-
-@torch.no_grad()
-def effective_rank(h: torch.Tensor) -> float:
-    """Participation ratio of the singular values ``s`` of the centred ``h`` [N, d].
-
-    ``(sum s^2)^2 / sum s^4``, in ``[1, min(N - 1, d)]``: ``r`` for ``r`` orthogonal
-    directions of equal variance. NaN when ``h`` is constant (to rounding) or non-finite.
-    """
-    h = _analysis_copy(h)
-    if h is None:
-        return float("nan")
-    x, floor = _centred_energy(h)
-    s2 = torch.linalg.svdvals(x).pow(2)
-    total = float(s2.sum())
-    return total**2 / float(s2.pow(2).sum()) if total > floor else float("nan")
-
-
-@torch.no_grad()
-def label_variance_fraction(h: torch.Tensor, ids: torch.Tensor) -> float:
-    """Fraction of the total variance of ``h`` explained by label-set identity.
-
-    ``sum_g n_g ||mean_g - mean||^2 / sum_n ||h_n - mean||^2`` (between-group over total
-    sum of squares, summed over dimensions; an R^2 in [0, 1]).
-
-    Parameters
-    ----------
-    h : [N, d]
-    ids : long [N], group of each row
-
-    Returns
-    -------
-    float; NaN when ``h`` is constant (to rounding) or non-finite.
-    """
-    h = _analysis_copy(h)
-    if h is None:
-        return float("nan")
-    x, floor = _centred_energy(h)
-    _, inv, counts = torch.unique(ids.to(h.device), return_inverse=True, return_counts=True)
-    means = x.new_zeros(len(counts), x.shape[1]).index_add_(0, inv, x) / counts[:, None]
-    total = float(x.pow(2).sum())
-    between = float((counts[:, None] * means.pow(2)).sum())
-    return between / total if total > floor else float("nan")
-
-
-def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman rank correlation (average ranks for ties) of [n] and [n]; NaN if undefined."""
-    if x.numel() < 2:
-        return float("nan")
-    rx, ry = rankdata(x.cpu().numpy()), rankdata(y.cpu().numpy())
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _mean_or_nan(x: torch.Tensor) -> float:
-    return float(x.mean()) if x.numel() else float("nan")
-
-
-def _group_pair_tables(h: torch.Tensor, ids: torch.Tensor, sets: torch.Tensor, k: int,
-                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sim, J)`` [n_pairs] over the pairs ``i < j`` of the usable id groups of ``h``."""
-    h = _analysis_copy(h)
-    empty = torch.zeros(0, dtype=torch.float64)
-    if h is None:
-        return empty, empty
-    ids = ids.to(h.device)
-    gids, bases = [], []
-    for g in torch.unique(ids).tolist():
-        U, ok = group_bases(h[ids == g][None], k, eps)  # fewer than k + 1 rows: degenerate
-        if bool(ok[0]):
-            gids.append(g)
-            bases.append(U[0])
-    if len(bases) < 2:
-        return empty, empty
-    U = torch.stack(bases)
-    group_sets = sets.to(h.device)[torch.tensor(gids, device=h.device)]
-    i, j = torch.triu_indices(len(gids), len(gids), 1, device=h.device)
-    return pairwise_similarity(U, U)[i, j], jaccard(group_sets, group_sets, torch.float64)[i, j]
-
-
-@torch.no_grad()
-def subspace_geometry(h: torch.Tensor, ids: torch.Tensor, sets: torch.Tensor, k: int, eps: float) -> dict:
-    """Do groups that share primitives span closer subspaces than disjoint ones?
-
-    Groups are the distinct ``ids``; each gets its top-``k`` basis from :func:`group_bases`
-    (float64). Groups with fewer than ``k + 1`` rows or a degenerate basis are skipped.
-    Over the pairs ``i < j`` of the remaining groups, with ``dist`` the
-    :func:`projection_distance` and ``J`` the Jaccard overlap of their label sets:
-
-    - ``overlap_dist``: mean ``dist`` over pairs with ``J > 0``; ``disjoint_dist``: over ``J = 0``
-    - ``gap = disjoint_dist - overlap_dist`` (positive: the intended structure)
-    - ``jaccard_spearman``: Spearman correlation of ``J`` and ``sim = 1 - dist`` over all pairs
-    - ``n_overlap``, ``n_disjoint``: pair counts
-
-    Means over no pair, and correlations over fewer than 2 pairs or constant ranks, are NaN.
-
-    Parameters
-    ----------
-    h : [N, d]
-    ids : long [N], label-set id of each row, indexing ``sets``
-    sets : [n_ids, P] multi-hot label set of each id
-    k : directions per group
-    eps : relative eigenvalue floor / gap of :func:`group_bases`
-
-    Returns
-    -------
-    dict of floats with the keys above.
-    """
-    sim, J = _group_pair_tables(h, ids, sets, k, eps)
-    overlap, disjoint = J > 0, J == 0
-    o, dj = _mean_or_nan(1.0 - sim[overlap]), _mean_or_nan(1.0 - sim[disjoint])
-    return {"overlap_dist": o, "disjoint_dist": dj, "gap": dj - o, "jaccard_spearman": _spearman(J, sim),
-            "n_overlap": float(overlap.sum()), "n_disjoint": float(disjoint.sum())}
-
-
-def _grouped_match_objective(h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, eps: float) -> float:
-    """The ``match`` :func:`share_loss` on the ``groups`` layout; NaN if rows of a group differ in
-    label set, ``B`` is not divisible by ``groups``, or no pair is live."""
-    B = h.shape[0]
-    if groups < 2 or B % groups:
-        return float("nan")
-    sets = (labels != 0).reshape(groups, B // groups, -1)
-    if not bool((sets == sets[:, :1]).all()):
-        return float("nan")
-    loss, stats = share_loss(h.detach(), labels, groups, k, eps, objective="match")
-    live = stats["share_pairs"] + stats["share_disjoint_pairs"]
-    return float(loss) if live else float("nan")
-
-
-@torch.no_grad()
-def manipulation_metrics(h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, eps: float) -> dict[str, float]:
-    """Manipulation checks of the share loss on one training batch.
-
-    Parameters
-    ----------
-    h : [B, d] task vectors
-    labels : [B, P] multi-hot label sets
-    groups : ``G`` of the grouped layout (``G`` consecutive groups of ``m = B / G`` rows)
-    k, eps : as in :func:`share_loss`
-
-    Returns
-    -------
-    dict of floats: ``share_objective`` (the ``match`` :func:`share_loss` on the ``G``-groups
-    layout; NaN when the layout does not hold, i.e. rows of a group differ in label set,
-    as with random sampling), the :func:`subspace_geometry` keys ``overlap_dist``,
-    ``disjoint_dist``, ``gap``, ``jaccard_spearman`` over groups formed by label-set
-    identity (not position, so it also works for random sampling), ``effective_rank``
-    (:func:`effective_rank`) and ``label_r2`` (:func:`label_variance_fraction` by label set).
-    """
-    ids, sets = label_set_ids(labels)
-    geo = subspace_geometry(h, ids, sets, k, eps)
-    return {
-        "share_objective": _grouped_match_objective(h, labels, groups, k, eps),
-        **{key: geo[key] for key in ("overlap_dist", "disjoint_dist", "gap", "jaccard_spearman")},
-        "effective_rank": effective_rank(h),
-        "label_r2": label_variance_fraction(h, ids),
-    }
-
-
-# ---------------------------------------------------------------------------
-# reference implementation and benchmark
-
-
-def naive_share_loss(
-    h: torch.Tensor, labels: torch.Tensor, groups: int, k: int, detach: bool = False, repel: float = 0.0,
-    objective: str = "match",
-) -> torch.Tensor:
-    """Reference for :func:`share_loss` (no bank, no fallback), computed the obvious way.
-
-    Per group: ``d x d`` covariance, ``torch.linalg.eigh``, top-``k`` eigenvectors ``U``,
-    projector ``P = U U^T``; per pair: ``dist = ||P_i - P_j||_F^2 / (2k)``,
-    ``sim = 1 - dist`` and the Jaccard overlap ``J`` in a Python loop; then ``match``:
-    ``mean (sim - J)^2`` over all pairs, or ``attract``: ``sum J dist / sum J`` plus
-    ``repel * mean_{J=0} sim``. Slow (``O(G d^3 + G^2 d^2)``); for tests and the benchmark only.
-    """
-    _check_objective(objective, repel)
-    B, d = h.shape
-    m = B // groups
-    hg = h.reshape(groups, m, d)
-    sets = labels.reshape(groups, m, -1)[:, 0] != 0
-    projectors = []
-    for g in range(groups):
-        X = hg[g] - hg[g].mean(0)
-        _, vecs = torch.linalg.eigh(X.T @ X)
-        U = vecs[:, -k:]
-        projectors.append(U @ U.T)
-    sq, n_pairs = h.new_zeros(()), 0
-    num = h.new_zeros(())
-    den = 0.0
-    rep, n_rep = h.new_zeros(()), 0
-    for i in range(groups):
-        for j in range(i + 1, groups):
-            a, b = sets[i], sets[j]
-            union = int((a | b).sum())
-            wij = int((a & b).sum()) / union if union else 0.0
-            Pj = projectors[j].detach() if detach else projectors[j]
-            dist = (projectors[i] - Pj).pow(2).sum() / (2 * k)
-            sq = sq + (1.0 - dist - wij) ** 2
-            n_pairs += 1
-            if wij > 0:
-                num = num + wij * dist
-                den += wij
-            else:
-                rep = rep + (1.0 - dist)
-                n_rep += 1
-    if objective == "match":
-        return sq / n_pairs if n_pairs else sq
-    loss = num / den if den > 0 else num
-    if repel > 0 and n_rep:
-        loss = loss + repel * rep / n_rep
-    return loss
-
-
-def _random_batch(G: int, m: int, d: int, P: int, device, dtype, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(G * m, d, generator=gen, dtype=dtype)
-    sets = (torch.rand(G, P, generator=gen) < 0.35).to(torch.uint8)
-    sets[:, 0] |= (sets.sum(1) == 0).to(torch.uint8)
-    labels = sets.repeat_interleave(m, 0)
-    return h.to(device), labels.to(device)
-
-
-def bench_share(
-    h_dim: int = 128, groups: int = 8, group_size: int = 8, k: int = 2, device: str = "cpu", repeats: int = 5
-) -> list[dict]:
-    """Time forward + backward of :func:`share_loss` vs :func:`naive_share_loss`.
-
-    Sizes: ``(G, m, d) = (groups, group_size, h_dim)`` and ``(64, 32, 256)``; float32,
-    random ``h``. One warm-up call, then the median of ``repeats`` timed calls
-    (``time.perf_counter``, CUDA synchronised).
-
-    Returns
-    -------
-    rows : list of dicts with ``G, m, d, k, device, fast_ms, naive_ms, ratio``
-        (``ratio = naive_ms / fast_ms``; ms per forward+backward call).
-    """
-    device = torch.device(device)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(fn, h, labels, G):
-        times = []
-        for r in range(repeats + 1):
-            x = h.detach().clone().requires_grad_(True)
-            sync()
-            t0 = time.perf_counter()
-            loss = fn(x, labels, G)
-            loss.backward()
-            sync()
-            if r:  # first call is the warm-up
-                times.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(times)
-
-    rows = []
-    for G, m, d in ((groups, group_size, h_dim), (64, 32, 256)):
-        h, labels = _random_batch(G, m, d, 8, device, torch.float32)
-        fast = timed(lambda x, lab, g: share_loss(x, lab, g, k, 1e-4)[0], h, labels, G)
-        naive = timed(lambda x, lab, g: naive_share_loss(x, lab, g, k), h, labels, G)
-        rows.append({"G": G, "m": m, "d": d, "k": k, "device": str(device),
-                     "fast_ms": fast, "naive_ms": naive, "ratio": naive / fast})
-    return rows

@@ -27,9 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GRID = 8
-CELLS = GRID * GRID
-NUM_COLOURS = 10
+from mcl.data.primitives import CELLS, COLOURS as NUM_COLOURS, SIZE as GRID
+
 DIHEDRAL = 8
 MATCHES = 7      # per map: equal colour, both non-background, both boundary, then 4 totals
 PACKINGS = 4     # non-background cells packed down, up, left, right

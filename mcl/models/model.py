@@ -39,11 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mcl.config import ModelConfig
+from mcl.data.primitives import COLOURS as NUM_COLOURS, SIZE as GRID  # grid side; colours 0..9, 0 = background
 from mcl.models.correspondence import CorrespondenceEmbed
 from mcl.models.routing import RoutingExecutor
-
-GRID = 8          # grid side, in cells
-NUM_COLOURS = 10  # colours 0..9, 0 = background
 
 
 # ---------------------------------------------------------------------------

@@ -28,9 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GRID = 8
-CELLS = GRID * GRID
-NUM_COLOURS = 10
+from mcl.data.primitives import CELLS, COLOURS as NUM_COLOURS, SIZE as GRID
+
 POS = 2 * GRID + 1          # position features of a cell: one-hot row, one-hot col, constant 1
 COUNTS = 4 * (GRID + 1) + 1  # content features of a cell: 4 directional counts (one-hot 0..8), non-background
 GATES = ("gather", "sort", "recolour")

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from mcl.config import Params
-from mcl.data.dataset import DeviceSplit, label_set_ids
+from mcl.data.dataset import DeviceSplit, label_set_bitmask
 from mcl.data.generator import Episodes
+from mcl.evaluation.forward import predict_split
 from mcl.evaluation.metrics import per_episode, summarise
 from mcl.losses.task import task_loss
 from mcl.models.adapters import freeze_except_inserted, inserted_parameters, insert_adapter, insert_lora
@@ -52,13 +53,13 @@ SUMMARY_KEYS = ("final_iou", "final_exact_match", "steps_to_threshold", "reached
                 "gain_iou", "gain_exact_match", "target", "steps_to_target", "reached_target")
 
 
-def fewshot_tasks(eps: Episodes, num_tasks: int, shots: int, queries: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def fewshot_tasks(episodes: Episodes, num_tasks: int, shots: int, queries: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Pick ``num_tasks`` label sets with enough episodes: (label-set id, support index, query index).
 
     Label sets are taken in a fixed shuffled order (seed 0) among those with at least
     ``shots + queries`` episodes; support = their first ``shots`` episodes, queries = the next ``queries``.
     """
-    ids = label_set_ids(eps.labels)
+    ids = label_set_bitmask(episodes.labels)
     keys, counts = np.unique(ids, return_counts=True)
     eligible = keys[counts >= shots + queries]
     if len(eligible) < num_tasks:
@@ -72,12 +73,10 @@ def fewshot_tasks(eps: Episodes, num_tasks: int, shots: int, queries: int) -> li
     return tasks
 
 
-@torch.no_grad()
 def _score(model, split: DeviceSplit, index: np.ndarray) -> dict[str, float]:
-    model.eval()
-    b = split.batch(index)
-    pred = model(b["inputs"], b["outputs"]).logits.argmax(dim=1)
-    model.train()
+    """Mean query metrics of ``model`` on ``split[index]`` (at least one episode): one batch in eval mode,
+    its mode restored after; the means are taken on the split's device."""
+    (b, pred), = predict_split(model, split, index, len(index))
     return summarise(per_episode(pred, b["outputs"][:, -1].long()))
 
 
@@ -277,17 +276,17 @@ def summarise_method(runs: list[dict], limit: float) -> dict:
     return out
 
 
-def finetune_model(base, eps: Episodes, primitives: list[str], params: Params, device, progress=None) -> dict:
+def finetune_model(base, episodes: Episodes, primitives: list[str], params: Params, device, progress=None) -> dict:
     """All tasks x {none, method, full} for one trained model: per-task results and means per method.
 
     Returns ``{"methods", "summary": {method: summarise_method(...)}, "tasks": {name: {method:
     adapt result + gain_iou + gain_exact_match}}}``.
     """
     cfg = params.finetune
-    split = DeviceSplit(eps, device)
+    split = DeviceSplit(episodes, device)
     methods = ["none", cfg.method, "full"]
     tasks = {}
-    for t, (key, support, query) in enumerate(fewshot_tasks(eps, cfg.num_tasks, cfg.shots, cfg.queries)):
+    for t, (key, support, query) in enumerate(fewshot_tasks(episodes, cfg.num_tasks, cfg.shots, cfg.queries)):
         name = "+".join(p for i, p in enumerate(primitives) if key >> i & 1)
         runs = {how: adapt(base, split, support, query, how, params, seed=t) for how in methods}
         for how, g in gains(runs).items():

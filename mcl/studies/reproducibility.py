@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.config import Params, to_dict
+from mcl.studies.result import StudyResult
 
 HEADLINE = [(split, metric) for split in ("val", "test") for metric in ("exact_match", "cell_accuracy", "iou")]
 
@@ -50,14 +51,15 @@ def spreads(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: Path, progress: bool = True) -> list[dict]:
+def train_repeats(params: Params, arm: str, seeds: list[int], runs: int, work_dir: Path, progress: bool = True) -> list[dict]:
     """Train ``arm`` ``runs`` times per seed under ``work_dir`` (side by side in the training pool, so run-to-run
     equality also covers "alone or beside others"); one row of headline metrics per run."""
     from mcl.data.store import open_store
     from mcl.evaluation.zero_shot import evaluate_model
-    from mcl.training.checkpoint import load_checkpoint
+    from mcl.models.checkpoint import load_checkpoint
     from mcl.training.pool import Run, pool_workers, train_runs
-    from mcl.training.trainer import arm_params, load_trained, resolve_device, run_name
+    from mcl.config import arm_params, run_name
+    from mcl.models.build import load_trained, resolve_device
 
     device = resolve_device(params.train.device)
     store = open_store(params.data.store)
@@ -78,7 +80,7 @@ def run_study(params: Params, arm: str, seeds: list[int], runs: int, work_dir: P
     return rows
 
 
-def render(rows: list[dict], arm: str, params: Params, params_path: str, command: str, dataset_checksums: dict,
+def render_reproducibility(rows: list[dict], arm: str, params: Params, params_path: str, command: str, dataset_checksums: dict,
            device: str) -> str:
     """docs/reproducibility.md: the command, the environment, one row per run and the spreads."""
     import torch
@@ -136,14 +138,15 @@ def study_command(arm: str, runs: int, seeds: list[int], params_path: str, defau
 
 
 def reproducibility_study(params: Params, params_path: str, arm: str, runs: int, seeds: list[int] | None,
-                          work_dir: Path | None, progress: bool = True) -> tuple[str, list[dict]]:
-    """Run the study and return (markdown, rows); trains in ``work_dir`` or a temporary folder."""
+                          work_dir: Path | None, progress: bool = True) -> StudyResult:
+    """Train the repeats (in ``work_dir`` or a temporary folder); the page and its rows (one per run)."""
     from mcl.data.store import open_store
-    from mcl.training.trainer import resolve_device
+    from mcl.models.build import resolve_device
 
     seeds = list(seeds or params.train.seeds)
     checksums = open_store(params.data.store).attrs["checksums"]
     with tempfile.TemporaryDirectory(prefix="mcl-repro-") as tmp:
-        rows = run_study(params, arm, seeds, runs, Path(work_dir or tmp), progress)
+        rows = train_repeats(params, arm, seeds, runs, Path(work_dir or tmp), progress)
     command = study_command(arm, runs, seeds, params_path, list(params.train.seeds))
-    return render(rows, arm, params, params_path, command, checksums, str(resolve_device(params.train.device))), rows
+    device = str(resolve_device(params.train.device))
+    return StudyResult(render_reproducibility(rows, arm, params, params_path, command, checksums, device), rows)

@@ -37,11 +37,12 @@ import scipy.special
 import scipy.stats
 import scipy.stats.qmc
 
-from mcl.analysis.arrays import as_matrix
+from mcl.measures.arrays import as_matrix
 
 __all__ = [
+    "mean_interval",
     "seed_effect_ci", "crossed_reference_df", "t_interval", "tost", "holm", "verdict", "decide_effect", "t_test_power",
-    "minimum_detectable_effect", "planned_se", "seeds_for_power", "spearman",
+    "minimum_detectable_effect", "planned_se", "seeds_for_power",
     "VERDICTS",
 ]
 
@@ -212,12 +213,40 @@ def t_interval(effect: float, se: float, df: float, alpha: float = 0.05) -> tupl
     return float(effect - half), float(effect + half)
 
 
+def mean_interval(values, alpha: float = 0.05) -> dict[str, float]:
+    """Mean of the finite ``values`` (None skipped) with its central ``1 - alpha`` t interval.
+
+    Returns ``mean``, ``ci_low``, ``ci_high`` and ``n`` (values used); the interval is NaN with
+    fewer than 2 values, the mean too with none.
+    """
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    nan = float("nan")
+    if v.size < 2:
+        return {"mean": float(v.mean()) if v.size else nan, "ci_low": nan, "ci_high": nan, "n": int(v.size)}
+    lo, hi = t_interval(float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)), v.size - 1, alpha)
+    return {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(v.size)}
+
+
 def _two_sided_p(effect: float, se: float, df: float) -> float:
     if not (math.isfinite(se) and df > 0):
         return float("nan")
     if se == 0.0:
         return 1.0 if effect == 0.0 else 0.0
     return float(2.0 * scipy.stats.t.sf(abs(effect) / se, df))
+
+
+def _method_text(per_seed: bool, n_groups: int, sizes: np.ndarray | None) -> str:
+    """How :func:`seed_effect_ci` computed its interval, in words (``sizes``: items per group, None
+    when every item is its own group)."""
+    if per_seed:
+        return "Student t over per-seed paired differences"
+    if n_groups == 1:
+        return "Student t over per-seed mean differences (one group: group variability not estimable)"
+    unit = "items crossed with seeds" if sizes is None else (
+        f"items nested in {n_groups} groups crossed with seeds (groups weigh equally, "
+        f"sizes {int(sizes.min())}-{int(sizes.max())})")
+    return ("two-way crossed random-effects (seed x group) ANOVA on seed x group cell means of the paired "
+            f"differences, {unit}; effective df from the generalized pivotal quantity")
 
 
 def seed_effect_ci(share, baseline, alpha: float = 0.05, groups=None) -> dict[str, Any]:
@@ -280,16 +309,7 @@ def seed_effect_ci(share, baseline, alpha: float = 0.05, groups=None) -> dict[st
     var, df, comps = _crossed_variance(cells, alpha)
     se = math.sqrt(var)
     lo, hi = t_interval(effect, se, df, alpha)
-    if scalar or N == 1:
-        method = "Student t over per-seed paired differences"
-    elif G == 1:
-        method = "Student t over per-seed mean differences (one group: group variability not estimable)"
-    else:
-        unit = "items crossed with seeds" if groups is None else (
-            f"items nested in {G} groups crossed with seeds (groups weigh equally, "
-            f"sizes {int(sizes.min())}-{int(sizes.max())})")
-        method = ("two-way crossed random-effects (seed x group) ANOVA on seed x group cell means of the paired "
-                  f"differences, {unit}; effective df from the generalized pivotal quantity")
+    method = _method_text(scalar or N == 1, G, sizes if groups is not None else None)
     return {
         "effect": effect,
         "ci_low": lo,
@@ -575,24 +595,3 @@ def seeds_for_power(components: Mapping[str, float], delta: float, n_groups: int
         if se == 0 or t_test_power(delta, se, df, alpha) >= power:
             return n
     return None
-
-
-# ---------------------------------------------------------------------------
-# correlation
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (:func:`scipy.stats.spearmanr`), NaN-safe.
-
-    Pairs where either value is NaN are dropped. Returns NaN when fewer than 3 pairs remain
-    or either variable is constant.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return float("nan")
-    return float(scipy.stats.spearmanr(x, y).statistic)

@@ -19,3 +19,15 @@ def as_matrix(x, name: str, shape: str, column: bool = False) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains non-finite values")
     return a
+
+
+def as_binary(y: np.ndarray, name: str = "y") -> np.ndarray:
+    """0/1 (or bool) labels ``[n]`` as bool; ``ValueError`` for another shape or value."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
+    if y.dtype != bool:
+        if not np.all(np.isin(y, (0, 1))):
+            raise ValueError(f"{name} must contain only 0/1 (or bool) values")
+        y = y.astype(bool)
+    return y

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mcl.config import Params, parse_params
 from mcl.data.primitives import NAMES
+from mcl.studies.result import StudyResult
 
 CURVE_SPLITS = ("val", "test")
 THRESHOLDS = (0.5, 0.8, 0.95)
@@ -95,7 +96,7 @@ def first_reaching(curve: list[dict], threshold: float) -> dict | None:
     return next((r for r in curve if r["val"] >= threshold), None)
 
 
-def run_study(raw: dict, variants: tuple[Variant, ...], seed: int, work_dir: Path, workers: int,
+def train_variants(raw: dict, variants: tuple[Variant, ...], seed: int, work_dir: Path, workers: int,
               progress: bool = True) -> dict[str, list[dict]]:
     """Train every variant (seed ``seed``) under ``work_dir``; its curve per variant name."""
     from mcl.training.pool import Run, train_runs
@@ -111,7 +112,7 @@ def _reach(curve: list[dict], threshold: float) -> str:
     return "not reached" if r is None else f"{r['step']} / {r['minutes']:.1f}"
 
 
-def render(curves: dict[str, list[dict]], variants: tuple[Variant, ...], params: Params, command: str,
+def render_learnability(curves: dict[str, list[dict]], variants: tuple[Variant, ...], params: Params, command: str,
            figures: tuple[str, str], workers: int) -> str:
     """Markdown of the study: what was run, final and best exact match, steps and core-minutes to each
     threshold, per-primitive finals, the figures and the curves."""
@@ -155,9 +156,9 @@ def render(curves: dict[str, list[dict]], variants: tuple[Variant, ...], params:
     return "\n".join(lines) + "\n"
 
 
-def plot(curves: dict[str, list[dict]], path: Path) -> None:
-    """Val (solid) and test (dashed) exact match against steps, one colour per variant."""
-    from mcl.plots import plt, save_figure
+def draw_curves(curves: dict[str, list[dict]]):
+    """Val (solid) and test (dashed) exact match against steps, one colour per variant: the figure."""
+    from mcl.plots import plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (name, c) in enumerate(curves.items()):
@@ -167,12 +168,13 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("exact match (solid: val, dashed: test)")
     ax.legend(fontsize=6, ncol=2)
-    save_figure(fig, path)
+    return fig
 
 
-def plot_primitives(curves: dict[str, list[dict]], path: Path) -> None:
-    """Val exact match of each primitive alone against steps: one panel per primitive, a line per variant."""
-    from mcl.plots import plt, save_figure
+def draw_primitive_curves(curves: dict[str, list[dict]]):
+    """Val exact match of each primitive alone against steps, one panel per primitive, a line per variant:
+    the figure."""
+    from mcl.plots import plt
 
     fig, axes = plt.subplots(2, 4, figsize=(12, 5.5), sharex=True, sharey=True)
     for ax, prim in zip(axes.flat, NAMES):
@@ -184,26 +186,22 @@ def plot_primitives(curves: dict[str, list[dict]], path: Path) -> None:
     for ax in axes[1]:
         ax.set_xlabel("training step")
     axes[0, 0].legend(fontsize=5, ncol=2)
-    save_figure(fig, path)
+    return fig
 
 
 def learnability_study(raw: dict, params_path: str, out: Path, figure: Path, seed: int, workers: int,
-                       work_dir: Path | None = None, variants: tuple[Variant, ...] = VARIANTS) -> str:
-    """Run the study, write ``out`` (Markdown), ``figure`` and ``<figure>_primitives`` (PNG); return the Markdown."""
-    from mcl.io import write_text
-
+                       work_dir: Path | None = None, variants: tuple[Variant, ...] = VARIANTS) -> StudyResult:
+    """Train the variants; the page (to be written to ``out``), the curves per variant, and the figures
+    ``figure`` and ``<figure>_primitives`` (linked from the page)."""
     params = parse_params(raw)
     command = "uv run mcl learnability" + ("" if params_path == "params.yaml" else f" --params {params_path}")
     with tempfile.TemporaryDirectory(prefix="mcl-learn-") as tmp:
-        curves = run_study(raw, variants, seed, Path(work_dir or tmp), workers)
+        curves = train_variants(raw, variants, seed, Path(work_dir or tmp), workers)
     per_primitive = figure.with_name(f"{figure.stem}_primitives{figure.suffix}")
-    plot(curves, figure)
-    plot_primitives(curves, per_primitive)
     rel = tuple(str(Path(f).relative_to(Path(out).parent)) for f in (figure, per_primitive))
-    text = render(curves, variants, params, command, rel, workers)
-    write_text(out, text)
-    return text
+    return StudyResult(render_learnability(curves, variants, params, command, rel, workers), curves,
+                       {figure: draw_curves(curves), per_primitive: draw_primitive_curves(curves)})
 
 
-__all__ = ["THRESHOLDS", "VARIANTS", "Variant", "first_reaching", "learnability_study", "read_curve", "render",
-           "run_study"]
+__all__ = ["THRESHOLDS", "VARIANTS", "Variant", "first_reaching", "learnability_study", "read_curve",
+           "render_learnability", "train_variants", "draw_curves", "draw_primitive_curves"]

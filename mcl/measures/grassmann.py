@@ -44,8 +44,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.linalg
 
-from mcl.analysis.arrays import as_matrix
-from mcl.analysis.stats import spearman
+from mcl.measures.arrays import as_matrix
+from mcl.measures.rank import spearman
 
 __all__ = [
     "pca_basis",
@@ -56,6 +56,7 @@ __all__ = [
     "projection_distance",
     "distance_matrix",
     "DISTANCES",
+    "task_reps",
     "remove_shared_components",
     "subspace_similarity",
     "PAIR_TYPES",
@@ -206,8 +207,15 @@ def distance_matrix(bases: Sequence[np.ndarray], kind: str = "geodesic") -> np.n
 # task subspaces: shared components, similarity, pair strata
 
 
-def _task_reps(reps: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Validated float64 ``[E_t, d]`` matrices with one common width ``d`` (at least one task)."""
+def task_reps(reps: Sequence[np.ndarray] | np.ndarray, T: int | None = None, E: int | None = None) -> list[np.ndarray]:
+    """Validated float64 ``[E_t, d]`` matrices with one common width ``d`` (at least one task).
+
+    ``reps``: one array ``[E_t, d]`` per task; or, with ``T`` and ``E``, one program-major array
+    (rows ``t * E ... (t + 1) * E - 1`` are task ``t``'s episodes, as in the probe split) cut into
+    ``T`` tasks of ``E`` rows.
+    """
+    if T is not None:
+        reps = [reps[i * E:(i + 1) * E] for i in range(T)]
     mats = [as_matrix(R, f"reps[{i}]", "2-D [E, d]") for i, R in enumerate(reps)]
     if not mats:
         raise ValueError("reps is empty")
@@ -252,7 +260,7 @@ def remove_shared_components(reps: Sequence[np.ndarray], n_components: int) -> l
     the per-task top directions follow sampling noise and a planted dependence on label
     overlap is detected about half as strongly. It is not provided.
     """
-    mats = _task_reps(reps)
+    mats = task_reps(reps)
     d = mats[0].shape[1]
     n = sum(R.shape[0] for R in mats)
     if not 0 <= n_components < d or n_components > n:
@@ -272,7 +280,7 @@ def subspace_similarity(reps: Sequence[np.ndarray], k: int) -> np.ndarray:
     ``S[i, j] = mean cos^2`` of the principal angles between :func:`pca_basis` ``(reps[i], k)``
     and ``(reps[j], k)`` (1: same subspace, about ``k / d`` for random ones).
     """
-    mats = _task_reps(reps)
+    mats = task_reps(reps)
     return 1.0 - distance_matrix([pca_basis(R, k) for R in mats], "projection")
 
 
@@ -314,7 +322,7 @@ def stratified_spearman(sim: np.ndarray, jac: np.ndarray, types: np.ndarray) -> 
     -------
     dict
         For each ``name`` of :data:`PAIR_TYPES`: ``rho_<name>``, the Spearman correlation
-        (:func:`mcl.analysis.stats.spearman`) of ``jac`` and ``sim`` over the pairs
+        (:func:`mcl.stats.intervals.spearman`) of ``jac`` and ``sim`` over the pairs
         ``i < j`` of that kind (NaN with fewer than 3 pairs or a constant variable), and
         ``n_<name>``, the number of those pairs with a finite similarity. ``rho``: the
         stratified statistic, the mean of the defined within-kind correlations weighted by

@@ -3,7 +3,7 @@
 :data:`HYPOTHESES` is the single table from which both the analysis (which effects to compute,
 with which design and which smallest effect of interest) and ``docs/hypotheses.md``
 (:func:`render_preregistration`) are generated. :func:`decide` turns the intervals of
-:func:`mcl.analysis.stats.seed_effect_ci` into verdicts: Holm across the primaries,
+:func:`mcl.stats.intervals.seed_effect_ci` into verdicts: Holm across the primaries,
 unadjusted tests for the secondaries, exploratory results labelled as such, and a TOST
 against each hypothesis' ``delta`` everywhere.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcl.analysis.stats import decide_effect, holm, minimum_detectable_effect
+from mcl.stats.intervals import decide_effect, holm, minimum_detectable_effect
 from mcl.io import finite_or_none, json_safe
 
 __all__ = ["Hypothesis", "HYPOTHESES", "ROLES", "DESIGNS", "by_key", "primaries", "absolute_delta", "decide",
@@ -48,7 +48,7 @@ class Hypothesis:
     delta : smallest effect of interest (> 0), in ``unit``; with ``delta_scale`` a fraction of it
     unit : unit of the metric and of ``delta``
     design : ``"seeds"`` (per-seed scalars: Student t over seeds) or ``"crossed"`` (per-item
-        values crossed with seeds: :func:`mcl.analysis.stats.seed_effect_ci` with ``groups``)
+        values crossed with seeds: :func:`mcl.stats.intervals.seed_effect_ci` with ``groups``)
     split : data split the metric is scored on (``val``, ``test``, ``novel2``, ``dev``,
         ``fewshot``, ``probe``); ``select_beta`` only accepts ``dev``
     items : for ``crossed``, what the items and the groups passed to ``seed_effect_ci`` are
@@ -258,7 +258,7 @@ def decide(entries: Mapping[str, Mapping[str, Any]], table: Iterable[Hypothesis]
 
     Parameters
     ----------
-    entries : ``key -> dict`` with at least the :func:`mcl.analysis.stats.seed_effect_ci` fields
+    entries : ``key -> dict`` with at least the :func:`mcl.stats.intervals.seed_effect_ci` fields
         ``effect``, ``ci_low``, ``ci_high``, ``se``, ``df``, ``p_value`` (other fields are kept);
         an entry whose statistics are missing or not finite counts as not computed
     table : the hypotheses (default :data:`HYPOTHESES`)
@@ -275,7 +275,7 @@ def decide(entries: Mapping[str, Mapping[str, Any]], table: Iterable[Hypothesis]
     ``p_tost``, ``p_tost_holm`` (primaries), ``equivalent``, ``trivial``, ``mde`` (minimum
     detectable effect at ``alpha`` and ``power``), ``mde_holm`` (primaries: at ``alpha / m``, the
     strictest Holm step), ``verdict``
-    (one of :data:`mcl.analysis.stats.VERDICTS`) and ``decision`` (the rule in words). Every
+    (one of :data:`mcl.stats.intervals.VERDICTS`) and ``decision`` (the rule in words). Every
     primary of the table appears, ``verdict`` ``"inconclusive"`` and ``computed`` False when
     it was not computed. Keys not in the table pass through with ``role`` ``"unregistered"``.
 
@@ -284,7 +284,7 @@ def decide(entries: Mapping[str, Mapping[str, Any]], table: Iterable[Hypothesis]
     Primaries: significance is Holm-adjusted p < alpha, equivalence is Holm-adjusted TOST p <
     alpha (equivalence claims are family-wise too). Secondaries: the same tests unadjusted,
     labelled ``secondary``. Exploratory: unadjusted, labelled ``exploratory`` (descriptive; not a
-    claim). Precedence of :func:`mcl.analysis.stats.verdict`: a significant effect is
+    claim). Precedence of :func:`mcl.stats.intervals.verdict`: a significant effect is
     ``supported``/``refuted`` even inside +-delta (then ``trivial`` is True), otherwise an
     equivalent one is ``no meaningful effect``, otherwise ``inconclusive``.
     """
@@ -379,7 +379,7 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
         "# Hypotheses and decision rule (pre-registration)",
         "",
         "Written before any results; this file holds no result numbers. It is generated from the table",
-        "`HYPOTHESES` in `mcl/analysis/hypotheses.py` (`render_preregistration`); edit the table, not this file.",
+        "`HYPOTHESES` in `mcl/stats/hypotheses.py` (`render_preregistration`); edit the table, not this file.",
         "The numbers and verdicts are written by the pipeline to `metrics/hypotheses.json`.",
         "",
         "Two arms are trained with identical data, initialisation streams and budgets for each seed in",
@@ -390,7 +390,7 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
         "",
         "## Decision rule (all hypotheses)",
         "",
-        "- **Interval** (`mcl.analysis.stats.seed_effect_ci`), by design:",
+        "- **Interval** (`mcl.stats.intervals.seed_effect_ci`), by design:",
         "  - `seeds`: per-seed scalars; Student t over the per-seed paired differences, df = n_seeds - 1.",
         "  - `crossed`: per-item values `[n_seeds, n_items]`, items nested in groups (label sets or tasks),",
         "    groups crossed with seeds. The paired differences are averaged into seed x group cell means;",
@@ -408,7 +408,7 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
         "- **Equivalence**: each hypothesis has a smallest effect of interest `delta` (in the metric's unit).",
         f"  Two one-sided t tests (TOST) at level {alpha:g} test `-delta < effect < delta`; for the primaries",
         "  the TOST p-values are Holm-adjusted across the primaries as well.",
-        "- **Verdict** (`mcl.analysis.stats.verdict`), by precedence:",
+        "- **Verdict** (`mcl.stats.intervals.verdict`), by precedence:",
         "  1. *supported* when the effect is significant with the predicted sign; *refuted* when it is",
         "     significant with the other sign. A significant effect inside +-delta keeps this verdict and",
         "     is flagged `trivial` (detectable, but smaller than the smallest effect of interest);",
@@ -416,7 +416,7 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
         "  3. *inconclusive* otherwise (including effects that were not computed).",
         f"- **Power**: every effect reports `mde`, the smallest true effect its test detects with {power:.0%}",
         "  power (noncentral t at the observed standard error and df). The seed count `train.seeds` is",
-        "  sized by `uv run mcl power` (docs/power.md): for each primary, `mcl.analysis.stats.seeds_for_power`",
+        "  sized by `uv run mcl power` (docs/power.md): for each primary, `mcl.stats.intervals.seeds_for_power`",
         "  on the variance components of a default run, at 80% power against delta at the Holm worst-case",
         "  level alpha / m; the most demanding primary sets the count, capped by the compute budget.",
         "- **Choice of beta**: `loss.beta` is chosen on the dev split only (`dev_exact_match`, the best",
@@ -430,20 +430,24 @@ def render_preregistration(table: Iterable[Hypothesis] = HYPOTHESES, alpha: floa
     for h in hyps:
         lines.append(f"| `{h.key}` | {h.family} | {h.role} | {'+' if h.direction == 1 else '-'} | "
                      f"{_delta_text(h)} | {h.design} | {h.split} |")
-    families = list(dict.fromkeys(h.family for h in hyps))
-    for fam in families:
+    for fam in dict.fromkeys(h.family for h in hyps):
         lines += ["", f"## {FAMILY_TITLES.get(fam, fam)}", ""]
         for h in (h for h in hyps if h.family == fam):
-            lines += [
-                f"### `{h.key}` ({h.role})",
-                "",
-                f"- Claim: {h.claim}.",
-                f"- Metric: {h.metric}; unit: {h.unit}.",
-                f"- Source: {h.source}.",
-                f"- Prediction: share - baseline {'> 0' if h.direction == 1 else '< 0'} (direction {h.direction:+d}).",
-                f"- Smallest effect of interest: delta = {_delta_text(h)}.",
-                f"- Design: {_design_text(h)}.",
-                f"- Decision: {_rule_text(h, len(prim), alpha)}.",
-                "",
-            ]
+            lines += _hypothesis_section(h, len(prim), alpha)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _hypothesis_section(h: Hypothesis, n_primaries: int, alpha: float) -> list[str]:
+    """The pre-registration's lines for one hypothesis: claim, metric, prediction, delta, design, rule."""
+    return [
+        f"### `{h.key}` ({h.role})",
+        "",
+        f"- Claim: {h.claim}.",
+        f"- Metric: {h.metric}; unit: {h.unit}.",
+        f"- Source: {h.source}.",
+        f"- Prediction: share - baseline {'> 0' if h.direction == 1 else '< 0'} (direction {h.direction:+d}).",
+        f"- Smallest effect of interest: delta = {_delta_text(h)}.",
+        f"- Design: {_design_text(h)}.",
+        f"- Decision: {_rule_text(h, n_primaries, alpha)}.",
+        "",
+    ]

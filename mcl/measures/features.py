@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
+from mcl.measures.rank import auroc_from_ranks
+
 __all__ = [
     "activation_frequency",
     "dead_units",
@@ -81,20 +83,6 @@ def _as_labels(Y: np.ndarray, n: int) -> np.ndarray:
     return Y.astype(np.float64)
 
 
-def _auroc_from_ranks(ranks: np.ndarray, Yb: np.ndarray) -> np.ndarray:
-    """Rank (Mann-Whitney) AUROC ``[s, P]`` from column ranks ``[N, s]`` and 0/1 labels ``[N, P]``.
-
-    NaN for a primitive whose column has a single class.
-    """
-    n_pos = Yb.sum(axis=0)  # [P]
-    n_neg = Yb.shape[0] - n_pos
-    rank_sum = ranks.T @ Yb  # [s, P]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    auc[:, (n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
-
-
 def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """AUROC of each unit's activation for each primitive.
 
@@ -109,7 +97,7 @@ def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndar
     ndarray ``[s, P]``, float64
         ``sel[u, p]`` = probability that unit ``u`` is more active on a random sample with
         primitive ``p`` than on a random sample without it (ties count 1/2): the rank
-        (Mann-Whitney) AUROC with average ranks, as :func:`mcl.analysis.probes.auroc`. NaN for
+        (Mann-Whitney) AUROC with average ranks, as :func:`mcl.measures.probes.auroc`. NaN for
         dead units and for primitives whose column has a single class.
 
     Notes
@@ -121,7 +109,7 @@ def selectivity(z: np.ndarray, Y: np.ndarray, threshold: float = 0.0) -> np.ndar
     Yb = _as_labels(Y, z.shape[0])
     if z.shape[0] == 0:
         return np.full((z.shape[1], Yb.shape[1]), np.nan)
-    sel = _auroc_from_ranks(scipy.stats.rankdata(z, method="average", axis=0), Yb)
+    sel = auroc_from_ranks(scipy.stats.rankdata(z, method="average", axis=0), Yb)
     sel[dead_units(z, threshold), :] = np.nan
     return sel
 
@@ -156,6 +144,43 @@ def monosemanticity(sel: np.ndarray) -> np.ndarray:
     ok = units >= 0
     out[ok] = sel[units[ok], np.flatnonzero(ok)]
     return out
+
+
+def _scores_with_null(z_chosen: np.ndarray, Yb: np.ndarray, prims: np.ndarray, P: int, n_perm: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC ``[P]`` of unit ``z_chosen[:, i]`` for primitive ``prims[i]`` on labels ``Yb`` [N, P], and the
+    same under ``n_perm`` joint permutations of the rows of ``Yb`` ``[n_perm, P]``; NaN elsewhere."""
+    ranks = scipy.stats.rankdata(z_chosen, method="average", axis=0)  # [N, m]
+    Y_used = Yb[:, prims]
+
+    def paired_auroc(Y: np.ndarray) -> np.ndarray:
+        return np.diagonal(auroc_from_ranks(ranks, Y)).copy()
+
+    score = np.full(P, np.nan)
+    null = np.full((n_perm, P), np.nan)
+    if z_chosen.shape[0] and prims.size:
+        score[prims] = paired_auroc(Y_used)
+        rng = np.random.default_rng(seed)
+        for b in range(n_perm):
+            null[b, prims] = paired_auroc(Y_used[rng.permutation(z_chosen.shape[0])])
+    return score, null
+
+
+def _compare_with_null(score: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """``(null_mean, excess, p_value [P], mean, p_value_mean)`` of scores ``[P]`` against their null
+    ``[n_perm, P]``; p-values ``(1 + #{null >= observed}) / (1 + n_perm)``, NaN where a score is."""
+    n_perm, P = null.shape
+    defined = np.isfinite(score)
+    null_mean = np.full(P, np.nan)
+    p_value = np.full(P, np.nan)
+    null_mean[defined] = null[:, defined].mean(axis=0)
+    p_value[defined] = (1 + (null[:, defined] >= score[defined]).sum(axis=0)) / (1 + n_perm)
+    mean = float(np.mean(score[defined])) if defined.any() else float("nan")
+    if defined.any():
+        p_value_mean = float((1 + (null[:, defined].mean(axis=1) >= mean).sum()) / (1 + n_perm))
+    else:
+        p_value_mean = float("nan")
+    return null_mean, score - null_mean, p_value, mean, p_value_mean
 
 
 def heldout_monosemanticity(
@@ -225,31 +250,9 @@ def heldout_monosemanticity(
     selection_auroc = np.full(P, np.nan)
     selection_auroc[prims] = sel[chosen, prims]
 
-    # score and null: AUROC of primitive prims[i]'s unit on (permuted) evaluation labels
-    ranks = scipy.stats.rankdata(z_eval[:, chosen], method="average", axis=0)  # [N_eval, m]
-    Y_used = Yb_eval[:, prims]
-
-    def paired_auroc(Y: np.ndarray) -> np.ndarray:
-        return np.diagonal(_auroc_from_ranks(ranks, Y)).copy()
-
-    score = np.full(P, np.nan)
-    null = np.full((n_perm, P), np.nan)
-    if z_eval.shape[0] and prims.size:
-        score[prims] = paired_auroc(Y_used)
-        rng = np.random.default_rng(seed)
-        for b in range(n_perm):
-            null[b, prims] = paired_auroc(Y_used[rng.permutation(z_eval.shape[0])])
+    score, null = _scores_with_null(z_eval[:, chosen], Yb_eval, prims, P, n_perm, seed)
+    null_mean, excess, p_value, mean, p_value_mean = _compare_with_null(score, null)
     defined = np.isfinite(score)
-    null_mean = np.full(P, np.nan)
-    p_value = np.full(P, np.nan)
-    null_mean[defined] = null[:, defined].mean(axis=0)
-    p_value[defined] = (1 + (null[:, defined] >= score[defined]).sum(axis=0)) / (1 + n_perm)
-    excess = score - null_mean
-    mean = float(np.mean(score[defined])) if defined.any() else float("nan")
-    if defined.any():
-        p_value_mean = float((1 + (null[:, defined].mean(axis=1) >= mean).sum()) / (1 + n_perm))
-    else:
-        p_value_mean = float("nan")
     counts = np.bincount(chosen, minlength=z_sel.shape[1]) if chosen.size else np.zeros(0, dtype=np.int64)
     live = unit_counts(z_sel, threshold)
     return {

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mcl.analysis.arrays import as_matrix
+from mcl.measures.arrays import as_matrix
 
 __all__ = ["linear_cka", "gram_linear_cka", "cka_matrix", "pick_estimator"]
 

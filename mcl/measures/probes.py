@@ -20,20 +20,10 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from mcl.analysis.arrays import as_matrix
+from mcl.measures.arrays import as_binary, as_matrix
+from mcl.measures.rank import auroc
 
-__all__ = ["fit_logistic", "predict_proba", "auroc", "f1_score", "probe_primitives"]
-
-
-def _as_binary(y: np.ndarray, name: str = "y") -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
-    if y.dtype != bool:
-        if not np.all(np.isin(y, (0, 1))):
-            raise ValueError(f"{name} must contain only 0/1 (or bool) values")
-        y = y.astype(bool)
-    return y
+__all__ = ["fit_logistic", "predict_proba", "f1_score", "probe_primitives"]
 
 
 def fit_logistic(
@@ -65,7 +55,7 @@ def fit_logistic(
         :func:`predict_proba`. The standardised-space weights are ``w * scale``.
     """
     X = as_matrix(X, "X", "2-D [n, d]")
-    y = _as_binary(y)
+    y = as_binary(y)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X and y disagree on n: {X.shape[0]} vs {y.shape[0]}")
     if y.all() or not y.any():
@@ -115,42 +105,14 @@ def predict_proba(model: tuple[np.ndarray, float], X: np.ndarray) -> np.ndarray:
     return scipy.special.expit(X @ np.asarray(w, dtype=np.float64) + float(b))
 
 
-def auroc(scores: np.ndarray, y: np.ndarray) -> float:
-    """Area under the ROC curve by the rank (Mann-Whitney U) formula.
-
-    ``AUROC = (R_+ - n_+ (n_+ + 1) / 2) / (n_+ n_-)`` with ``R_+`` the sum of the (1-based,
-    ties averaged) ranks of the positive samples' scores: the probability that a random
-    positive scores higher than a random negative, ties counting 1/2.
-
-    Parameters
-    ----------
-    scores : array ``[n]``, higher means more positive
-    y : array ``[n]`` of 0/1 labels
-
-    Returns
-    -------
-    float in ``[0, 1]``; NaN when ``y`` has a single class (or any score is NaN).
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    y = _as_binary(y)
-    if s.ndim != 1 or s.shape != y.shape:
-        raise ValueError(f"scores and y must be 1-D of the same length, got {s.shape} and {y.shape}")
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0 or np.isnan(s).any():
-        return float("nan")
-    ranks = scipy.stats.rankdata(s, method="average")
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def f1_score(pred: np.ndarray, y: np.ndarray) -> float:
     """Binary F1 of the positive class, ``2 TP / (2 TP + FP + FN)``.
 
     ``pred`` and ``y`` are 0/1 (or bool) arrays ``[n]``. NaN when undefined, i.e. when there
     are neither true nor predicted positives (``2 TP + FP + FN = 0``).
     """
-    p = _as_binary(pred, "pred")
-    y = _as_binary(y)
+    p = as_binary(pred, "pred")
+    y = as_binary(y)
     if p.shape != y.shape:
         raise ValueError(f"pred and y must have the same shape, got {p.shape} and {y.shape}")
     tp = int(np.sum(p & y))
@@ -204,8 +166,8 @@ def probe_primitives(
     per: dict[str, dict[str, Any]] = {}
     aucs, f1s = [], []
     for j, name in enumerate(names):
-        ytr = _as_binary(Y_train[:, j], "Y_train column")
-        yte = _as_binary(Y_test[:, j], "Y_test column")
+        ytr = as_binary(Y_train[:, j], "Y_train column")
+        yte = as_binary(Y_test[:, j], "Y_test column")
         fitted = bool(ytr.any() and not ytr.all())
         both_test = bool(yte.any() and not yte.all())
         auc = f1 = float("nan")

@@ -1,0 +1,1 @@
+"""The generated reports: one function per section, figures apart."""

@@ -1,0 +1,1 @@
+"""Studies that train models outside the pipeline: learnability, reproducibility, power, dose-response."""
