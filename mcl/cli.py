@@ -92,17 +92,21 @@ SEED_OPTION = click.option("--seed", type=int, required=True, help="Training see
 
 @cli.command()
 @PARAMS_OPTION
-@ARM_OPTION
+@click.option("--arm", "arms", type=click.Choice(["share", "baseline", "oracle"]), required=True, multiple=True,
+              help="Arm to train (repeatable: the arms' seeds share one pool, in the order given). share: params "
+                   "as given; baseline: loss.beta forced to 0; oracle: the baseline with the true program as its "
+                   "task vector (control).")
 @click.option("--seed", "seeds", type=int, multiple=True,
-              help="Seed to train (repeatable); default: every seed in train.seeds (train.oracle_seeds for oracle).")
+              help="Seed to train (repeatable, for every arm); default: every seed in train.seeds "
+                   "(train.oracle_seeds for oracle).")
 @click.option("--workers", type=int, default=None,
               help="Processes side by side (default train.workers; 0 there = cores // train.threads).")
 @click.option("--resume", is_flag=True, help="Continue each seed from its last checkpoint (exact on CPU).")
 @click.option("--models-dir", default="models", show_default=True, help="Run directories go here: <arm>/seed<k>/.")
 @click.option("--metrics-dir", default="metrics/train", show_default=True, help="Training logs go here: <arm>/seed<k>/.")
 @click.option("--no-tensorboard", is_flag=True, help="Skip the TensorBoard event files.")
-def train(params_path, arm, seeds, workers, resume, models_dir, metrics_dir, no_tensorboard):
-    """Train one arm on the frozen train split, its seeds side by side.
+def train(params_path, arms, seeds, workers, resume, models_dir, metrics_dir, no_tensorboard):
+    """Train arms on the frozen train split, their seeds side by side.
 
     Writes models/<arm>/seed<k>/{config.yaml,last.pt,best.pt,tb/} and
     metrics/train/<arm>/seed<k>/{metrics.csv,metrics.json,plots/,timing.csv} (DVCLive).
@@ -114,12 +118,13 @@ def train(params_path, arm, seeds, workers, resume, models_dir, metrics_dir, no_
     from mcl.training.pool import train_seeds
     from mcl.config import run_name
 
-    seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
-    summaries = train_seeds(params, arm, seeds, models_dir, metrics_dir, resume=resume, workers=workers,
+    arm_seeds = {arm: list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
+                 for arm in arms}
+    summaries = train_seeds(params, arm_seeds, models_dir, metrics_dir, resume=resume, workers=workers,
                             tensorboard=not no_tensorboard)
     for summary in summaries:
         final = summary["final"]
-        click.echo(f"{run_name(arm, summary['seed'])}: {summary['steps']} steps, "
+        click.echo(f"{run_name(summary['arm'], summary['seed'])}: {summary['steps']} steps, "
                    f"val iou {final.get('val/iou', float('nan')):.4f}, "
                    f"val exact_match {final.get('val/exact_match', float('nan')):.4f}, "
                    f"best val iou {summary['best_val_iou']:.4f}")

@@ -132,6 +132,15 @@ def check_writable(*dirs: Path) -> None:
             raise PermissionError(f"{d}: output folder is not writable ({e.strerror})") from None
 
 
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of the CSV file ``path``; a missing file names the stage to run first."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (run its stage first)") from None
+
+
 def read_json(path: str | os.PathLike):
     """The JSON value in ``path``; a missing file names the stage to run first."""
     try:

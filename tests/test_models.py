@@ -228,3 +228,26 @@ def test_default_size_and_api(encoder):
     for name in model.adapter_targets:
         assert isinstance(modules[name], torch.nn.Linear)
     assert modules["encoder.to_h"].out_features == model.cfg.h_dim
+
+
+def test_cotrain_pass_is_the_executor_given_the_true_program():
+    """forward(cotrain=k) runs the inferred and the true-program task vectors through one executor pass:
+    its cotrain_logits are the executor applied to the first k queries with the program encoder's task."""
+    from mcl.data.primitives import PRIMITIVES
+
+    torch.manual_seed(0)
+    model = MCLModel(make_cfg(), num_primitives=P, cotrain=True).eval()
+    inputs, outputs = episodes(3, 4)
+    ab = [tuple(int(v) for v in prim.param_table[0]) for prim in PRIMITIVES]
+    program = torch.tensor([[0, 2, -1], [1, -1, -1], [5, 6, 3]], dtype=torch.int16)
+    args = torch.tensor([[ab[0], ab[2], (-1, -1)], [ab[1], (-1, -1), (-1, -1)], [ab[5], ab[6], ab[3]]], dtype=torch.int16)
+    with torch.no_grad():
+        out = model(inputs, outputs, program, args, cotrain=2)
+        alone = model(inputs, outputs, program, args)
+        direct = model.execute(inputs[:2, -1], model.program_encoder(program[:2], args[:2])[0])
+    assert out.cotrain_logits.shape == (2, 10, 8, 8) and alone.cotrain_logits is None
+    assert torch.allclose(out.cotrain_logits, direct, atol=1e-5)
+    assert torch.allclose(out.logits, alone.logits, atol=1e-5)     # the inferred task's logits are unchanged
+    assert not torch.allclose(out.cotrain_logits, out.logits[:2], atol=1e-3)
+    with pytest.raises(ValueError, match="program encoder"):
+        make_model()(inputs, outputs, program, args, cotrain=2)

@@ -1,6 +1,6 @@
 """The DVC pipeline end to end, in a temporary git repository holding a copy of this checkout.
 
-`dvc repro` runs every stage (generate, dataset_card, train-share / train-baseline / train-oracle,
+`dvc repro` runs every stage (generate, dataset_card, train-share, train-controls,
 evaluate, finetune, summarize, analyse, report) with tiny params and one seed (the session
 fixture ``reproduced_repo``); then, in a clone, a change of ``loss.beta`` must retrain only the
 share arm and leave the cached baseline alone; a forced rerun must leave every metric unchanged;
@@ -46,7 +46,7 @@ def test_dvc_repro_end_to_end_and_beta_retrains_only_share(reproduced_repo, dvc_
     assert len(store.load("train")) == 400 and len(store.load("fewshot")) == 300
 
     ran = stages_run(runs["repro"])
-    assert {"train-share", "train-baseline", "train-oracle", "evaluate@share-0", "evaluate@baseline-0",
+    assert {"train-share", "train-controls", "evaluate@share-0", "evaluate@baseline-0",
             "evaluate-oracle@0", "finetune@share-0", "finetune@baseline-0", "summarize", "dataset_card", "analyse",
             "report"} <= ran, ran
     assert "generate" not in ran

@@ -40,14 +40,14 @@ def test_pool_workers():
 @pytest.fixture(scope="module")
 def serial(make_tiny_params, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("serial")
-    train_seeds(make_tiny_params({"train.seeds": SEEDS}), "share", SEEDS, root / "models", root / "metrics",
+    train_seeds(make_tiny_params({"train.seeds": SEEDS}), {"share": SEEDS}, root / "models", root / "metrics",
                 workers=1, tensorboard=False, progress=False)
     return outputs(root / "models", root / "metrics")
 
 
 def test_parallel_equals_serial(make_tiny_params, tmp_path, serial):
     """Each seed's weights and metrics files are the same bytes trained alone or beside another seed."""
-    train_seeds(make_tiny_params({"train.seeds": SEEDS}), "share", SEEDS, tmp_path / "models", tmp_path / "metrics",
+    train_seeds(make_tiny_params({"train.seeds": SEEDS}), {"share": SEEDS}, tmp_path / "models", tmp_path / "metrics",
                 workers=2, tensorboard=False, progress=False)
     got = outputs(tmp_path / "models", tmp_path / "metrics")
     assert got == serial

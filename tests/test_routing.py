@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mcl.data.primitives import INDEX, PRIMITIVES, apply_primitive, run_programs
 from mcl.models.routing import (COUNTS, GRID, NUM_COLOURS, POS, RoutingExecutor, SHAPES, StepParams, apply_step,
-                                count_features, position_features, triangle_onehot)
+                                count_features, position_features, softmax_rows, triangle_onehot)
 
 BIG = 30.0
 ROW, COL, ONE = 0, GRID, 2 * GRID  # offsets of the position features: one-hot row, one-hot col, constant
@@ -161,3 +161,8 @@ def test_executor_reads_one_slot_per_pass_and_returns_log_probabilities():
     with pytest.raises(ValueError, match="divisible"):
         RoutingExecutor(h_dim=10, d_model=8, steps=3)
     assert POS == 17
+
+
+def test_softmax_rows_is_the_softmax_over_the_last_axis():
+    logits = torch.randn(5, 64, 8) * 4
+    assert torch.allclose(softmax_rows(logits), logits.softmax(-1), atol=1e-6)

@@ -89,7 +89,7 @@ def test_queued_grid_runs_with_two_workers_and_compares(sweep_repo, swept):
     assert {"share", "baseline"} <= set(lo["metrics"]["metrics/summary.json"]["data"])
     assert model_hash(lo, "share") != model_hash(hi, "share")
     assert locked_params(repo, lo["rev"], "train-share") != locked_params(repo, hi["rev"], "train-share")
-    assert locked_params(repo, lo["rev"], "train-baseline") == locked_params(repo, hi["rev"], "train-baseline"), \
+    assert locked_params(repo, lo["rev"], "train-controls") == locked_params(repo, hi["rev"], "train-controls"), \
         "the baseline arm depends on loss.beta"
     summaries = [d["metrics"]["metrics/summary.json"]["data"] for d in (lo, hi)]
     assert summaries[0]["baseline"] == summaries[1]["baseline"], "the two experiments' baselines differ"

@@ -42,17 +42,16 @@ def bare_step_ms(params: Params, device, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
     b = _fixed_batch(params, device)
     target = b["outputs"][:, -1].long()
-    few = slice(0, params.train.cotrain_episodes)
+    cotrain = params.train.cotrain_episodes if model.program_encoder is not None else 0
     times = []
     for i in range(steps + 3):
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(b["inputs"], b["outputs"], b["program"], b["args"]).logits
-        loss = torch.nn.functional.cross_entropy(logits, target)
-        if model.program_encoder is not None:
-            cotrain = model.execute_program(b["inputs"][few, -1], b["program"][few], b["args"][few])
-            loss = loss + torch.nn.functional.cross_entropy(cotrain, target[few])
+        out = model(b["inputs"], b["outputs"], b["program"], b["args"], cotrain=cotrain)
+        loss = torch.nn.functional.cross_entropy(out.logits, target)
+        if cotrain:
+            loss = loss + torch.nn.functional.cross_entropy(out.cotrain_logits, target[:cotrain])
         loss.backward()
         opt.step()
         _sync(device)
@@ -157,7 +156,7 @@ def bench_parallel(params: Params, seeds: int = 2, steps: int = 1000, workers: i
         p = _with_temp_store(p, tmp)
         for label, w in (("serial", 1), ("parallel", n)):
             t0 = time.perf_counter()
-            train_seeds(p, "share", seed_list, tmp / label / "models", tmp / label / "metrics", workers=w,
+            train_seeds(p, {"share": seed_list}, tmp / label / "models", tmp / label / "metrics", workers=w,
                         tensorboard=False, progress=False)
             walls[label] = time.perf_counter() - t0
             digests[label] = [weights_digest(load_checkpoint(tmp / label / "models" / "share" / f"seed{s}" / "last.pt")["model"])

@@ -66,9 +66,11 @@ def spectrum(grids: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft2(grids)
 
 
-def correlate(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-    """Cyclic cross-correlation ``c[s] = sum_p a[p - s] b[p]`` over all 64 shifts from spectra of a and b: [..., 8, 8]."""
-    return torch.fft.irfft2(fa.conj() * fb, s=(GRID, GRID))
+def correlate(fa: torch.Tensor, fb: torch.Tensor, dims: tuple[int, ...] = ()) -> torch.Tensor:
+    """Cyclic cross-correlation ``c[s] = sum_p a[p - s] b[p]`` over all 64 shifts from spectra of a and b,
+    summed over the batch axes ``dims`` (in the frequency domain: one inverse FFT per sum): [..., 8, 8]."""
+    product = fa.conj() * fb
+    return torch.fft.irfft2(product.sum(dims) if dims else product, s=(GRID, GRID))
 
 
 def match_counts(colour_in: torch.Tensor, colour_out: torch.Tensor, edge_in: torch.Tensor,
@@ -81,15 +83,16 @@ def match_counts(colour_in: torch.Tensor, colour_out: torch.Tensor, edge_in: tor
     (d, shift row, shift col): cells of equal non-background colour, non-background in both, on a
     boundary in both, then the input's and output's non-background and boundary totals; counts / 16.
     """
-    same = correlate(colour_in[:, :, :, 1:], colour_out[:, :, :, 1:]).sum(3)     # [B, k, 8, 8, 8]
+    k = colour_in.shape[1]
+    same = correlate(colour_in[:, :, :, 1:], colour_out[:, :, :, 1:], dims=(1, 3))  # [B, 8, 8, 8], summed over pairs
     ones = torch.zeros_like(colour_in[:, :, :, 0])
     ones[..., 0, 0] = CELLS                                                      # spectrum of a grid of ones
     filled_in, filled_out = ones - colour_in[:, :, :, 0], ones[:, :, :1] - colour_out[:, :, :, 0]
-    both = correlate(filled_in, filled_out)
-    edges = correlate(spectrum(edge_in), spectrum(edge_out))
+    both = correlate(filled_in, filled_out, dims=(1,))
+    edges = correlate(spectrum(edge_in), spectrum(edge_out), dims=(1,))
     totals = [filled_in[..., 0, 0].real, filled_out[..., 0, 0].real, edge_in.sum((-1, -2)), edge_out.sum((-1, -2))]
-    totals = [t[..., None, None].expand_as(same) for t in totals]
-    return torch.stack([same, both, edges, *totals], dim=-1).mean(1) / 16
+    totals = [t.sum(1)[..., None, None].expand_as(same) for t in totals]
+    return torch.stack([same, both, edges, *totals], dim=-1) / (16 * k)
 
 
 def pack(grids: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,7 @@ class CorrespondenceEmbed(nn.Module):
                            pi.sum((1, 2)) @ self.shift_col.weight], dim=-1) + packing_pi @ self.packing.weight
         # the inputs moved by the alignment: sum_g pi_g g(input); for the symmetries a cyclic convolution
         # per dihedral map
-        moved = torch.fft.irfft2(a["spectra"] * spectrum(pi)[:, None, :, None], s=(GRID, GRID)).sum(2)  # [B, k, 10, 8, 8]
+        moved = torch.fft.irfft2((a["spectra"] * spectrum(pi)[:, None, :, None]).sum(2), s=(GRID, GRID))  # [B, k, 10, 8, 8]
         moved = moved + torch.einsum("bm,bkmyxc->bkcyx", packing_pi, F.one_hot(a["packed"], NUM_COLOURS).float())
         pairs = torch.einsum("bkcyx,bkyxe->bkce", moved, onehot_out) / CELLS     # [B, k, 10, 10]
         colour_map = pairs / pairs.sum(-1, keepdim=True).clamp_min(1e-3)

@@ -447,7 +447,8 @@ class ModelOutput:
     """Everything one forward pass produces.
 
     logits [B, 10, 8, 8]; h, h_hat [B, h_dim]; z [B, sae_dim]; aux_logits [B, P];
-    acts: name -> [B, width] ('enc.i', 'h', 'z').
+    acts: name -> [B, width] ('enc.i', 'h', 'z'); cotrain_logits [cotrain, 10, 8, 8]: the executor
+    given the true program of the first ``cotrain`` episodes (None unless asked for).
     """
 
     logits: torch.Tensor
@@ -456,6 +457,7 @@ class ModelOutput:
     h_hat: torch.Tensor
     aux_logits: torch.Tensor
     acts: dict[str, torch.Tensor]
+    cotrain_logits: torch.Tensor | None = None
 
 
 class MCLModel(nn.Module):
@@ -521,14 +523,8 @@ class MCLModel(nn.Module):
         """Query grid [B, 8, 8] and task vector [B, h_dim] -> logits [B, 10, 8, 8]."""
         return self.executor(query.long(), task_vec)
 
-    def execute_program(self, query: torch.Tensor, program: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
-        """The executor given the true program's task vector (co-training): logits [B, 10, 8, 8]."""
-        if self.program_encoder is None:
-            raise ValueError("this model has no program encoder (built without cotrain)")
-        return self.execute(query, self.program_encoder(program, args)[0])
-
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, program: torch.Tensor | None = None,
-                args: torch.Tensor | None = None, detach_sae: bool = False) -> ModelOutput:
+                args: torch.Tensor | None = None, detach_sae: bool = False, cotrain: int = 0) -> ModelOutput:
         """Run a batch of episodes.
 
         Parameters
@@ -539,6 +535,8 @@ class MCLModel(nn.Module):
         program, args : [B, 3], [B, 3, 2]
             The true program; read only by the oracle encoder (``model.encoder: oracle``).
         detach_sae : the SAE reads ``h.detach()``, so its losses cannot shape the encoder
+        cotrain : the executor also applies the true program to the first ``cotrain`` episodes, in the
+            same pass (``ModelOutput.cotrain_logits``; needs the program encoder)
 
         Returns
         -------
@@ -546,6 +544,8 @@ class MCLModel(nn.Module):
         """
         if inputs.ndim != 4 or inputs.shape[1] < 2:
             raise ValueError(f"inputs must be [B, S >= 2, 8, 8], got {tuple(inputs.shape)}")
+        if cotrain and self.program_encoder is None:
+            raise ValueError("this model has no program encoder (built without cotrain)")
         if self.cfg.encoder == "oracle":
             if program is None or args is None:
                 raise ValueError("the oracle encoder needs the true program and args")
@@ -554,11 +554,17 @@ class MCLModel(nn.Module):
             h, acts = self.encode(inputs[:, :-1], outputs[:, :-1])   # h [B, h_dim]
         z, h_hat = self.sae(h.detach() if detach_sae else h)         # [B, sae_dim], [B, h_dim]
         task = h_hat if self.cfg.decode_from == "h_hat" else h
-        logits = self.execute(inputs[:, -1], task)                   # [B, 10, 8, 8]
+        query = inputs[:, -1]
+        if cotrain:                                                  # one executor pass for both
+            task = torch.cat([task, self.program_encoder(program[:cotrain], args[:cotrain])[0]])
+            query = torch.cat([query, query[:cotrain]])
+        logits = self.execute(query, task)                           # [B + cotrain, 10, 8, 8]
+        logits, cotrain_logits = logits[:len(h)], (logits[len(h):] if cotrain else None)
         aux_logits = self.aux_head(h if self.cfg.aux_from == "h" else z)  # [B, P]
         acts = dict(acts)
         acts["z"] = z
-        return ModelOutput(logits=logits, h=h, z=z, h_hat=h_hat, aux_logits=aux_logits, acts=acts)
+        return ModelOutput(logits=logits, h=h, z=z, h_hat=h_hat, aux_logits=aux_logits, acts=acts,
+                           cotrain_logits=cotrain_logits)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (optionally only those with requires_grad)."""

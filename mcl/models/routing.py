@@ -88,10 +88,17 @@ SHAPES = {"gather_row": (POS, GRID), "gather_col": (POS, GRID), "sort": (POS, CO
           "gates": (len(GATES),)}
 
 
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the short last axis of [..., n, 8], taken over the axis before it in a transposed view:
+    the same values, about 6x faster on CPU (PyTorch's kernel for a last axis of 8 is slow; f+b of
+    [80, 64, 8] 1.2 ms vs 0.2 ms on one thread)."""
+    return logits.transpose(-1, -2).softmax(-2).transpose(-1, -2)
+
+
 def gather(x: torch.Tensor, row: torch.Tensor, col: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Move cells: x [B, 64, 10], source-row / source-col logits [B, 17, 8], pos [64, 17] -> [B, 64, 10]."""
-    p_row = (pos @ row).softmax(-1)                                      # [B, 64, 8]
-    p_col = (pos @ col).softmax(-1)
+    p_row = softmax_rows(pos @ row)                                      # [B, 64, 8]
+    p_col = softmax_rows(pos @ col)
     routing = (p_row[..., :, None] * p_col[..., None, :]).flatten(2)     # [B, 64, 64]
     return routing @ x
 

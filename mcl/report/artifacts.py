@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import yaml
 
 from mcl.config import ARMS, Params, arm_params, run_name, to_dict
-from mcl.io import read_json
+from mcl.io import read_csv, read_json
 
 
 @dataclass
@@ -72,15 +71,6 @@ class Artifacts:
     def learning_logs(self) -> dict[str, dict[str, list[dict[str, str]]]]:
         """Training logs of the arms, plus the oracle's where it has any."""
         return {**self.train_logs, "oracle": self.oracle_train_logs} if self.oracle_train_logs else self.train_logs
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of the CSV file ``path``; a missing file names the stage to run first."""
-    try:
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (run its stage first)") from None
 
 
 def logged_curve(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -10,12 +10,12 @@ inference can reach: on test it separates "the executor cannot compose three ste
 
 from __future__ import annotations
 
-import csv
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcl.config import Params, parse_params
+from mcl.io import read_csv
 from mcl.data.primitives import NAMES
 from mcl.studies.result import StudyResult
 
@@ -76,11 +76,7 @@ def read_curve(metrics_dir: Path) -> list[dict]:
     """Rows ``{"step", "val", "test", "minutes", <primitive>...}`` at every evaluation of a training log:
     exact match on val, test and val per primitive alone (NaN where the log has none), and the run's
     wall-clock minutes at that step (from ``timing.csv``)."""
-    def rows(name: str) -> list[dict]:
-        with open(metrics_dir / name, newline="") as f:
-            return list(csv.DictReader(f))
-
-    minutes = {int(float(r["step"])): float(r["wall_time_s"]) / 60 for r in rows("timing.csv")}
+    minutes = {int(float(r["step"])): float(r["wall_time_s"]) / 60 for r in read_csv(metrics_dir / "timing.csv")}
 
     def value(r: dict, key: str) -> float:
         return float(r[key]) if r.get(key) not in (None, "") else float("nan")
@@ -88,7 +84,7 @@ def read_curve(metrics_dir: Path) -> list[dict]:
     return [{"step": int(float(r["step"])), **{s: value(r, f"{s}/exact_match") for s in CURVE_SPLITS},
              "minutes": minutes.get(int(float(r["step"])), float("nan")),
              **{p: value(r, f"val_alone/{p}") for p in NAMES}}
-            for r in rows("metrics.csv") if r.get("val/exact_match")]
+            for r in read_csv(metrics_dir / "metrics.csv") if r.get("val/exact_match")]
 
 
 def first_reaching(curve: list[dict], threshold: float) -> dict | None:

@@ -11,7 +11,6 @@ seed count whose pipeline still fits the wall-clock budget (:func:`pipeline_minu
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
@@ -22,6 +21,7 @@ from typing import Any
 from mcl.stats.hypotheses import HYPOTHESES, primaries
 from mcl.stats.intervals import minimum_detectable_effect, planned_se, seeds_for_power
 from mcl.config import Params, run_name
+from mcl.io import read_csv
 from mcl.studies.result import StudyResult
 from mcl.text import fmt
 from mcl.training.pool import pool_workers
@@ -106,8 +106,7 @@ def seed_minutes(timing_dir: Path, seeds: Sequence[int]) -> tuple[float, int]:
             path = timing_dir / run_name(arm, seed) / "timing.csv"
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing (run the default pipeline first: uv run dvc repro)")
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = read_csv(path)
             if not rows or "wall_time_s" not in rows[-1]:
                 raise ValueError(f"{path}: no wall_time_s rows")
             walls.append(float(rows[-1]["wall_time_s"]) / 60.0)

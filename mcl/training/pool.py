@@ -92,11 +92,13 @@ def train_runs(runs: list[Run], workers: int, desc: str = "train", progress: boo
         return [f.result() for f in futures]
 
 
-def train_seeds(params: Params, arm: str, seeds: list[int], models_dir, metrics_dir, *, resume: bool = False,
+def train_seeds(params: Params, arm_seeds: dict[str, list[int]], models_dir, metrics_dir, *, resume: bool = False,
                 workers: int | None = None, tensorboard: bool = True, progress: bool = True) -> list[dict]:
-    """Train ``seeds`` of ``arm`` side by side; runs go to ``models_dir/<arm>/seed<k>``, logs to
-    ``metrics_dir/<arm>/seed<k>``. ``workers`` defaults to :func:`pool_workers` of ``train.workers``."""
-    n = workers or pool_workers(params.train.workers, params.train.threads, len(seeds))
+    """Train the seeds of every arm in ``arm_seeds`` (arm -> seeds) side by side in one pool, in that order,
+    so runs of a cheaper arm listed last fill the cores that the previous arm's last round leaves idle;
+    runs go to ``models_dir/<arm>/seed<k>``, logs to ``metrics_dir/<arm>/seed<k>``. ``workers`` defaults
+    to :func:`pool_workers` of ``train.workers``."""
     runs = [Run(params, arm, s, Path(models_dir) / run_name(arm, s), Path(metrics_dir) / run_name(arm, s),
-                {"resume": resume, "tensorboard": tensorboard}) for s in seeds]
-    return train_runs(runs, n, desc=f"train {arm}", progress=progress)
+                {"resume": resume, "tensorboard": tensorboard}) for arm, seeds in arm_seeds.items() for s in seeds]
+    n = workers or pool_workers(params.train.workers, params.train.threads, len(runs))
+    return train_runs(runs, n, desc=f"train {' + '.join(arm_seeds)}", progress=progress)

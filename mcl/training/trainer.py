@@ -105,10 +105,9 @@ def train_step(model: MCLModel, optimizer, losses: LossManager, source: BatchSou
         b = source.batch(step * cfg.grad_accum + micro)
         target = b["outputs"][:, -1].long()
         with torch.autocast(source.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(b["inputs"], b["outputs"], b["program"], b["args"], detach_sae=p.loss.sae.detach)
-            few = slice(0, cfg.cotrain_episodes)  # the executor also applies the true program to these
-            cotrain = (model.execute_program(b["inputs"][few, -1], b["program"][few], b["args"][few]).float()
-                       if model.program_encoder is not None else None)
+            out = model(b["inputs"], b["outputs"], b["program"], b["args"], detach_sae=p.loss.sae.detach,
+                        cotrain=cfg.cotrain_episodes if model.program_encoder is not None else 0)
+            cotrain = out.cotrain_logits.float() if out.cotrain_logits is not None else None
         total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
                               out.aux_logits.float(), b["labels"], cfg.groups, step,
                               update=micro == cfg.grad_accum - 1,  # controller/monitor/bank step once per step
