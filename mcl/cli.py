@@ -84,18 +84,17 @@ def generate(params_path, out):
 # ---------------------------------------------------------------------------
 # train
 
-ARM_OPTION = click.option("--arm", type=click.Choice(["share", "baseline", "oracle"]), required=True,
-                          help="share: params as given; baseline: loss.beta forced to 0; "
-                               "oracle: the baseline with the true program as its task vector (control).")
+ARM_CHOICE = click.Choice(["share", "baseline", "oracle"])
+ARM_HELP = ("share: params as given; baseline: loss.beta forced to 0; oracle: the baseline with the true program "
+            "as its task vector (control).")
+ARM_OPTION = click.option("--arm", type=ARM_CHOICE, required=True, help=ARM_HELP)
 SEED_OPTION = click.option("--seed", type=int, required=True, help="Training seed (one of train.seeds in the pipeline).")
 
 
 @cli.command()
 @PARAMS_OPTION
-@click.option("--arm", "arms", type=click.Choice(["share", "baseline", "oracle"]), required=True, multiple=True,
-              help="Arm to train (repeatable: the arms' seeds share one pool, in the order given). share: params "
-                   "as given; baseline: loss.beta forced to 0; oracle: the baseline with the true program as its "
-                   "task vector (control).")
+@click.option("--arm", "arms", type=ARM_CHOICE, required=True, multiple=True,
+              help="Arm to train (repeatable: the arms' seeds share one pool, in the order given). " + ARM_HELP)
 @click.option("--seed", "seeds", type=int, multiple=True,
               help="Seed to train (repeatable, for every arm); default: every seed in train.seeds "
                    "(train.oracle_seeds for oracle).")
@@ -440,8 +439,8 @@ def learnability(params_path, out, figure, seed, workers, work_dir):
     one executor pass, the previous executor (also given the true program), the previous
     demonstration embedding, the previous model, the GRU encoder. Val, test and per-primitive
     val exact match against steps, with steps and core-minutes to val 0.5 / 0.8 / 0.95, go to
-    docs/learnability.md and its figures. Not a pipeline stage: it trains 13 models (about an
-    hour at the defaults on 2 cores).
+    docs/learnability.md and its figures. Not a pipeline stage: it trains 13 models (about half
+    an hour at the defaults on 2 cores; docs/learnability.md gives the measured time).
     """
     params = _load(params_path)
     from mcl.config import load_raw

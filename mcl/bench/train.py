@@ -42,7 +42,7 @@ def bare_step_ms(params: Params, device, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
     b = _fixed_batch(params, device)
     target = b["outputs"][:, -1].long()
-    cotrain = params.train.cotrain_episodes if model.program_encoder is not None else 0
+    cotrain = model.cotrain_episodes(params.train.cotrain_episodes)
     times = []
     for i in range(steps + 3):
         _sync(device)

@@ -471,8 +471,8 @@ class MCLModel(nn.Module):
     max_demos : int
         Largest number of demonstration pairs the encoder accepts.
     cotrain : bool
-        Also hold a :class:`ProgramEncoder` (``program_encoder``) for :meth:`execute_program`,
-        the task vector of the true program the executor is co-trained on. Ignored by the oracle.
+        Also hold a :class:`ProgramEncoder` (``program_encoder``): the task vector of the true program
+        the executor is co-trained on (``forward(cotrain=...)``). Ignored by the oracle.
     """
 
     def __init__(self, cfg: ModelConfig, num_primitives: int, max_demos: int = 16, cotrain: bool = False):
@@ -514,6 +514,11 @@ class MCLModel(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def cotrain_episodes(self, requested: int) -> int:
+        """Episodes of a batch to co-train the executor on: ``requested`` if the model has a program
+        encoder (``train.cotrain_episodes``), else 0."""
+        return requested if self.program_encoder is not None else 0
 
     def encode(self, demo_in: torch.Tensor, demo_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Demonstrations [B, k, 8, 8] -> (h [B, h_dim], acts)."""

@@ -106,7 +106,7 @@ def train_step(model: MCLModel, optimizer, losses: LossManager, source: BatchSou
         target = b["outputs"][:, -1].long()
         with torch.autocast(source.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = model(b["inputs"], b["outputs"], b["program"], b["args"], detach_sae=p.loss.sae.detach,
-                        cotrain=cfg.cotrain_episodes if model.program_encoder is not None else 0)
+                        cotrain=model.cotrain_episodes(cfg.cotrain_episodes))
             cotrain = out.cotrain_logits.float() if out.cotrain_logits is not None else None
         total, comps = losses(out.logits.float(), target, out.h.float(), out.z.float(), out.h_hat.float(),
                               out.aux_logits.float(), b["labels"], cfg.groups, step,
