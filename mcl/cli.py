@@ -88,6 +88,7 @@ ARM_CHOICE = click.Choice(["share", "baseline", "oracle"])
 ARM_HELP = ("share: params as given; baseline: loss.beta forced to 0; oracle: the baseline with the true program "
             "as its task vector (control).")
 ARM_OPTION = click.option("--arm", type=ARM_CHOICE, required=True, help=ARM_HELP)
+WORKERS_HELP = "Processes side by side (default train.workers; 0 there = cores // train.threads)."
 SEED_OPTION = click.option("--seed", type=int, required=True, help="Training seed (one of train.seeds in the pipeline).")
 
 
@@ -98,8 +99,7 @@ SEED_OPTION = click.option("--seed", type=int, required=True, help="Training see
 @click.option("--seed", "seeds", type=int, multiple=True,
               help="Seed to train (repeatable, for every arm); default: every seed in train.seeds "
                    "(train.oracle_seeds for oracle).")
-@click.option("--workers", type=int, default=None,
-              help="Processes side by side (default train.workers; 0 there = cores // train.threads).")
+@click.option("--workers", type=int, default=None, help=WORKERS_HELP)
 @click.option("--resume", is_flag=True, help="Continue each seed from its last checkpoint (exact on CPU).")
 @click.option("--models-dir", default="models", show_default=True, help="Run directories go here: <arm>/seed<k>/.")
 @click.option("--metrics-dir", default="metrics/train", show_default=True, help="Training logs go here: <arm>/seed<k>/.")
@@ -177,15 +177,17 @@ def evaluate(params_path, arm, seed, models_dir, out):
 @cli.command()
 @PARAMS_OPTION
 @ARM_OPTION
-@SEED_OPTION
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Seed to adapt (repeatable); default: every seed in train.seeds (train.oracle_seeds for oracle).")
+@click.option("--workers", type=int, default=None, help=WORKERS_HELP)
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--out-dir", default="metrics/finetune", show_default=True,
               help="Writes <arm>/seed<k>.json (means per method and per-task results) and <arm>/seed<k>.curve.csv.")
 @click.option("--split", type=click.Choice(["fewshot", "dev"]), default="fewshot", show_default=True,
               help="Label sets to adapt to: fewshot (the H2 measurement; test's label sets) or dev "
                    "(for choosing the finetune budget without looking at test label sets).")
-def finetune(params_path, arm, seed, models_dir, out_dir, split):
-    """Few-shot adaptation of a trained model on label sets of the fewshot (or dev) split.
+def finetune(params_path, arm, seeds, workers, models_dir, out_dir, split):
+    """Few-shot adaptation of trained models on label sets of the fewshot (or dev) split, seeds side by side.
 
     Per label set: no adaptation, finetune.method (LoRA or adapter: only inserted
     parameters train), and full fine-tuning; curves, final IoU / exact match, the gain
@@ -193,35 +195,20 @@ def finetune(params_path, arm, seed, models_dir, out_dir, split):
     and wall time.
     """
     params = _load(params_path)
-    from tqdm import tqdm
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    from mcl.training.fewshot_run import finetune_seed
+    from mcl.processes import map_processes, pool_workers
 
-    from mcl.data.store import open_store
-    from mcl.io import write_csv, write_json
-    from mcl.training.finetune import finetune_model, mean_curve
-    from mcl.config import arm_params, run_name
-    from mcl.models.build import load_trained, resolve_device
-
-    params = arm_params(params, arm)
-    name = run_name(arm, seed)
-    device = resolve_device(params.train.device)
-    store = open_store(params.data.store)
-    model = load_trained(Path(models_dir) / name, params, device)
-    episodes = store.load(split)
-    with tqdm(total=params.finetune.num_tasks, desc=f"finetune {name}", unit="task", file=sys.stderr) as bar:
-        try:
-            result = finetune_model(model, episodes, store.primitives, params, device, progress=lambda _: bar.update())
-        except ValueError as e:
-            raise UserError(str(e)) from None
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{name}.json", {**result["summary"], "method": params.finetune.method,
-                                           "tasks": {t: {how: {k: v for k, v in r.items() if k != "curve"}
-                                                         for how, r in runs.items()}
-                                                     for t, runs in result["tasks"].items()}})
-    rows = mean_curve(result)
-    write_csv(out_dir / f"{name}.curve.csv", list(rows[0]), rows)
-    s = result["summary"]
-    click.echo(f"{name}: " + "; ".join(f"{how} final iou {s[how]['final_iou']:.4f}, steps to threshold "
-                                       f"{s[how]['steps_to_threshold']:.1f}" for how in result["methods"]))
+    seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
+    n = workers or pool_workers(params.train.workers, params.train.threads, len(seeds))
+    jobs = [(params, arm, s, models_dir, out_dir, split) for s in seeds]
+    try:
+        lines = map_processes(finetune_seed, jobs, n, desc=f"finetune {arm}")
+    except ValueError as e:   # too few episodes for the requested tasks
+        raise UserError(str(e)) from None
+    for line in lines:
+        click.echo(line)
 
 
 @cli.command()

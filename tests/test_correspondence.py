@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mcl.data.primitives import apply_primitive
-from mcl.models.correspondence import (CorrespondenceEmbed, boundary, correlate, dihedral_index, dihedral_spectra,
+from mcl.models.correspondence import (CorrespondenceEmbed, EvidenceMemo, boundary, correlate, dihedral_index, dihedral_spectra,
                                        direct_counts, first_copies, frequency_major, match_counts, one_hot, pack,
                                        packing, spectrum, weigh_spectra)
 
@@ -95,7 +95,7 @@ def test_pack_is_gravity_and_direct_counts_match_the_fft_counts():
     colour_out = frequency_major(spectrum(one_hot(dout)[:, :, None]))
     edge_in = boundary(din.reshape(1, 3, 64)[:, :, embed.index].view(1, 3, 8, 8, 8))
     fft = match_counts(spectra[:, :, :8], colour_out, edge_in, boundary(dout)[:, :, None])[0, 0, 0, 0]
-    assert torch.allclose(fft, direct_counts(din[:, :, None], dout)[0, 0], atol=1e-4)
+    assert torch.allclose(fft, direct_counts(din[:, :, None], dout, boundary(din[:, :, None]))[0, 0], atol=1e-4)
     # the turned packings are gravity after the turn: flip rows (dihedral 4) then gravity left (2) is the flip of
     # the packing left; a quarter turn (dihedral 1) then gravity left is the turn of the packing down (0)
     grids = din[0].numpy().astype(np.uint8)
@@ -184,3 +184,77 @@ def test_a_turned_packing_equal_to_a_packing_gets_no_mass():
     turned = a["packed_turned"][0, :, 3, 1]
     assert torch.equal(turned, out[0])
     assert float(a["packed"][0, 3, 1]) == 0.0 and float(a["shifted"][0, 8, 0, 0]) > 0.5
+
+
+def episodes(n, seed=0):
+    """n episodes of 3 random pairs, long [n, 3, 8, 8] each; outputs: some pairs' inputs shifted, the others'
+    random (so that every episode has its own evidence)."""
+    rng = np.random.default_rng(seed)
+    grids = np.where(rng.random((2, n, 3, 8, 8)) < 0.25, rng.integers(1, 10, (2, n, 3, 8, 8)), 0)
+    out = np.where(rng.random((n, 3, 1, 1)) < 0.5, np.roll(grids[0], 2, -1), grids[1])
+    return torch.from_numpy(grids[0]).long(), torch.from_numpy(out).long()
+
+
+def test_the_memo_gives_the_same_bytes_as_computing_the_evidence_again():
+    """An episode's remembered evidence equals its evidence computed in any other batch: the tokens and their
+    gradients are the same bytes with the memo cold, warm, partly warm, or off; copies share the memo."""
+    import copy
+
+    din, dout = episodes(12)
+    torch.manual_seed(0)
+    off = CorrespondenceEmbed(d_model=8)
+    off.memo.capacity = 0
+    on = copy.deepcopy(off)
+    on.memo = type(off.memo)()
+
+    def tokens_and_grad(embed, index):
+        embed.zero_grad()
+        y = embed(din[index], dout[index])
+        y.square().sum().backward()
+        return y.detach(), embed.score_mlp[0].weight.grad.clone()
+
+    everything = torch.arange(12)
+    want = tokens_and_grad(off, everything)
+    assert len(off.memo.rows) == 0
+    alone = CorrespondenceEmbed(d_model=8)                         # each episode's evidence, computed on its own
+    for i in range(12):
+        tokens_and_grad(alone, torch.tensor([i]))
+    tokens_and_grad(on, torch.tensor([7, 2, 9]))                   # partly warm
+    assert len(on.memo.rows) == 3
+    for _ in range(2):                                             # then warm
+        got = tokens_and_grad(on, everything)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert len(on.memo.rows) == 12 and on.memo.rows.keys() == alone.memo.rows.keys()
+    for key, row in on.memo.rows.items():                          # evidence does not depend on the batch
+        assert all(torch.equal(a, b) for a, b in zip(row, alone.memo.rows[key]))
+    assert copy.deepcopy(on).memo is on.memo
+
+
+def test_a_full_memo_still_answers_every_episode():
+    din, dout = episodes(6, seed=1)
+    embed = CorrespondenceEmbed(d_model=8)
+    embed.memo.capacity = 2
+    with torch.no_grad():
+        first, again = embed(din, dout), embed(din, dout)
+    assert len(embed.memo.rows) == 2 and torch.equal(first, again)
+
+
+def test_the_memo_answers_each_episode_with_its_own_evidence():
+    """Rows come back in the order of the episodes asked for, cold, partly warm or warm; ``compute`` sees only
+    the episodes not yet remembered."""
+    pairs = torch.arange(5 * 6 * 64).view(5, 6, 8, 8) % 7 + torch.arange(5).view(5, 1, 1, 1)   # 5 distinct episodes
+    number = torch.arange(5.0)
+    seen = []
+
+    def compute(index):
+        seen.append(number[index].tolist())
+        return number[index], -number[index]
+
+    memo = EvidenceMemo()
+    order = torch.tensor([3, 0])
+    assert [t.tolist() for t in memo.lookup(pairs[order], lambda i: compute(order[i]))] == [[3, 0], [-3, 0]]
+    assert [t.tolist() for t in memo.lookup(pairs, compute)] == [[0, 1, 2, 3, 4], [0, -1, -2, -3, -4]]
+    assert seen[-1] == [1, 2, 4]
+    order = torch.tensor([4, 2, 2, 1])
+    assert [t.tolist() for t in memo.lookup(pairs[order], compute)] == [[4, 2, 2, 1], [-4, -2, -2, -1]]
+    assert len(seen) == 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import operator
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import pytest
 
 from mcl.studies.reproducibility import weights_digest
 from mcl.models.checkpoint import load_checkpoint
+from mcl.processes import map_processes
 from mcl.training.pool import pool_workers, train_seeds
 
 SEEDS = [0, 1]
@@ -35,6 +39,34 @@ def test_pool_workers():
     assert pool_workers(0, 1, 1, cores=16) == 1      # never more workers than runs
     assert pool_workers(3, 1, 5, cores=2) == 3       # an explicit request wins over the core count
     assert pool_workers(0, 4, 5, cores=2) == 1       # at least one
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_processes_keeps_order_and_raises_the_first_failure(workers):
+    assert map_processes(operator.sub, [(5, 1), (3, 4), (0, 2)], workers, "sub", progress=False) == [4, -1, -2]
+    with pytest.raises(ZeroDivisionError):
+        map_processes(operator.truediv, [(1, 1), (1, 0)], workers, "div", progress=False)
+
+
+def test_finetune_side_by_side_equals_alone(write_tiny_params, make_tiny_params, run_mcl, tmp_path):
+    """Each seed's few-shot curves and results (all but the wall time) are the same adapted alone or beside
+    another seed."""
+    over = {"train.seeds": SEEDS, "finetune.lr": 0.05}   # a large step: the curves move within the tiny budget
+    params = write_tiny_params(tmp_path / "params.yaml", over)
+    train_seeds(make_tiny_params(over), {"share": SEEDS}, tmp_path / "models", tmp_path / "metrics",
+                workers=2, tensorboard=False, progress=False)
+    got = {}
+    for workers in (1, 2):
+        out = tmp_path / f"finetune{workers}"
+        proc = run_mcl(["finetune", "--params", params, "--arm", "share", "--workers", workers,
+                        "--models-dir", tmp_path / "models", "--out-dir", out], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [f"share/seed{s}" for s in SEEDS]
+        got[workers] = {s: ((out / f"share/seed{s}.curve.csv").read_bytes(),
+                            json.loads(re.sub(r'"wall_time_s": [^,}]+', '"wall_time_s": 0',
+                                              (out / f"share/seed{s}.json").read_text()))) for s in SEEDS}
+    assert got[1] == got[2]
+    assert got[1][0][0] != got[1][1][0]  # the seeds really differ
 
 
 @pytest.fixture(scope="module")

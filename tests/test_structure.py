@@ -24,7 +24,7 @@ ROOT = Path(__file__).parents[1]
 
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS = (
-    ("mcl.config", "mcl.errors", "mcl.io", "mcl.text", "mcl.plots"),
+    ("mcl.config", "mcl.errors", "mcl.io", "mcl.processes", "mcl.text", "mcl.plots"),
     ("mcl.data",),
     ("mcl.models",),
     ("mcl.losses",),

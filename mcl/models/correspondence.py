@@ -16,7 +16,11 @@ kept, as gravity does; it commutes with a dihedral map up to relabelling the sid
    the shifts these are cyclic cross-correlations, computed in the frequency domain (the spectra
    of the turned inputs come from the input's own: :func:`dihedral_spectra`);
 2. a learned score of each g from its counts (initialised to the boundary plus colour matches)
-   and a softmax over the 796 candidates give an alignment, shared by the pairs of the episode;
+   and a softmax over the 796 candidates give an alignment, shared by the pairs of the episode.
+   A compound map (a packing under a non-zero shift, a turned packing) pays a learned cost,
+   initially ``COMPOUND_PRIOR`` nats, so that a plain map explaining the pairs as well wins; a
+   turned packing whose grids equal an earlier candidate's on every pair is dropped
+   (:func:`first_copies`), so that one re-arrangement is never split between two labels;
 3. per pair: the alignment as learned embeddings of its dihedral part, packing and shift, the
    colour co-occurrence between the aligned input and the output (counts and row-normalised: the
    colour map), colour histograms of input and output and of their outer rings, and how packed
@@ -183,16 +187,44 @@ def first_copies(candidates: torch.Tensor, earlier: torch.Tensor) -> torch.Tenso
     return ~(same & before).any(-1)
 
 
-def direct_counts(moved: torch.Tensor, demo_out: torch.Tensor, edge_in: torch.Tensor | None = None) -> torch.Tensor:
+def direct_counts(moved: torch.Tensor, demo_out: torch.Tensor, edge_in: torch.Tensor) -> torch.Tensor:
     """:func:`match_counts` for re-arranged inputs given as grids, without a shift: moved long
-    [B, k, M, 8, 8], demo_out long [B, k, 8, 8] -> [B, M, 7]; ``edge_in``: the boundary of moved, if known."""
+    [B, k, M, 8, 8], demo_out long [B, k, 8, 8] and edge_in, the boundary of moved [B, k, M, 8, 8] -> [B, M, 7]."""
     out = demo_out[:, :, None]
     filled_in, filled_out = moved != 0, out != 0
-    edge_in, edge_out = boundary(moved) if edge_in is None else edge_in, boundary(out)
+    edge_out = boundary(out)
     counts = [((moved == out) & filled_out).sum((-1, -2)), (filled_in & filled_out).sum((-1, -2)),
               (edge_in * edge_out).sum((-1, -2)), filled_in.sum((-1, -2)), filled_out.sum((-1, -2)).expand_as(
                   filled_in[..., 0, 0]), edge_in.sum((-1, -2)), edge_out.sum((-1, -2)).expand_as(filled_in[..., 0, 0])]
     return torch.stack([c.float() for c in counts], dim=-1).mean(1) / 16
+
+
+class EvidenceMemo:
+    """Each episode's :meth:`CorrespondenceEmbed.evidence`, computed once: it is a fixed function of the
+    episode's grids, so an episode seen again (every epoch) looks it up by the bytes of its pairs. Holds at
+    most ``capacity`` episodes (about 22 KB each); copies of the module share it."""
+
+    def __init__(self, capacity: int = 1 << 15):
+        self.capacity, self.rows = capacity, {}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def lookup(self, pairs: torch.Tensor, compute) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evidence of the episodes with ``pairs`` long [B, 2k, 8, 8]: each tensor of ``compute(i)`` (the
+        evidence of episodes ``i``, an index tensor or ``slice(None)`` for all) stacked per episode, in order."""
+        keys = [row.tobytes() for row in pairs.to(torch.uint8).flatten(1).cpu().numpy()]
+        missing = [b for b, key in enumerate(keys) if key not in self.rows]
+        found = {}
+        if missing:
+            index = slice(None) if len(missing) == len(keys) else torch.tensor(missing, device=pairs.device)
+            computed = compute(index)
+            for j, b in enumerate(missing):
+                found[keys[b]] = tuple(t[j] for t in computed)   # views: the rows of one batch stay together
+                if len(self.rows) < self.capacity:
+                    self.rows[keys[b]] = found[keys[b]]
+        rows = [self.rows[key] if key in self.rows else found[key] for key in keys]
+        return tuple(torch.stack(column).to(pairs.device) for column in zip(*rows))
 
 
 class CorrespondenceEmbed(nn.Module):
@@ -207,6 +239,7 @@ class CorrespondenceEmbed(nn.Module):
         is_compound = torch.ones(BASES * CELLS + (DIHEDRAL - 1) * PACKINGS)
         is_compound[:DIHEDRAL * CELLS] = is_compound[DIHEDRAL * CELLS::CELLS][:PACKINGS] = 0   # symmetries, packings
         self.register_buffer("is_compound", is_compound, persistent=False)
+        self.memo = EvidenceMemo()
         self.score = nn.Linear(MATCHES, 1)                 # starts as boundary + colour matches
         self.score_mlp = nn.Sequential(nn.Linear(MATCHES, hidden), nn.GELU(), nn.Linear(hidden, 1))  # starts near 0
         self.compound = nn.Parameter(torch.zeros(()))    # score of a packing composed with a shift or a turn
@@ -235,37 +268,47 @@ class CorrespondenceEmbed(nn.Module):
         (dihedral map 1..7, packing before it); with the frequency-major ``spectra`` of the colour planes of the
         base images [B, 40, 12, k * 10] and the turned packed inputs ``packed_turned`` [B, k, 7, 4, 8, 8]."""
         B, k = demo_in.shape[:2]
-        turned = demo_in.reshape(B, k, CELLS)[:, :, self.index].view(B, k, DIHEDRAL, GRID, GRID)
+        turned = demo_in.reshape(B, k, CELLS).index_select(-1, self.index.flatten()).view(B, k, DIHEDRAL, GRID, GRID)
         packed = pack(demo_in)                                                   # [B, k, 4, 8, 8]
         packed_turned = self.turn(packed)                                        # [B, k, 7, 4, 8, 8]
         base = torch.cat([turned, packed], dim=2)                                # [B, k, 12, 8, 8]
         full = torch.fft.fft2(one_hot(demo_in)).permute(0, 3, 4, 1, 2).reshape(B, CELLS, k * NUM_COLOURS)
         spectra = full.new_empty(B, FREQUENCIES, BASES, k * NUM_COLOURS)         # written in place, not concatenated
-        torch.mul(full[:, self.source], self.phase[..., None], out=spectra[:, :, :DIHEDRAL])  # the turned inputs
+        torch.mul(full.index_select(1, self.source.flatten()).view(B, FREQUENCIES, DIHEDRAL, -1), self.phase[..., None],
+                  out=spectra[:, :, :DIHEDRAL])                                  # the turned inputs
         spectra[:, :, DIHEDRAL:].unflatten(1, (GRID, -1)).unflatten(-1, (k, NUM_COLOURS)).copy_(
             spectrum(one_hot(packed)).permute(0, 4, 5, 2, 1, 3))                # the packings
         with torch.no_grad():
-            colour_out = frequency_major(spectrum(one_hot(demo_out)[:, :, None]))
-            edges = boundary(base)                        # a boundary turns with its grid: turn the packings' own
-            counts = torch.cat([match_counts(spectra, colour_out, edges, boundary(demo_out)[:, :, None])
-                                .view(B, -1, MATCHES),
-                                direct_counts(packed_turned.flatten(2, 3), demo_out,
-                                              self.turn(edges[:, :, DIHEDRAL:]).flatten(2, 3))], dim=1)  # [B, 796, 7]
-            shifted = BASES * CELLS
-            copy = torch.zeros(B, counts.shape[1], dtype=torch.bool, device=counts.device)
-            copy[:, shifted:] = ~first_copies(packed_turned.flatten(2, 3), packed)   # a turned packing seen before
+            counts, copy = self.memo.lookup(torch.cat([demo_in, demo_out], dim=1), lambda i: self.evidence(
+                base[i], spectra[i], packed[i], packed_turned[i], demo_out[i]))
+        shifted = BASES * CELLS
         scores = (self.score(counts) + self.score_mlp(counts)).squeeze(-1) + self.compound * self.is_compound
         pi = scores.masked_fill(copy, float("-inf")).softmax(-1)                # [B, 796]
         return {"shifted": pi[:, :shifted].view(B, BASES, GRID, GRID),
                 "packed": pi[:, shifted:].view(B, DIHEDRAL - 1, PACKINGS),
                 "spectra": spectra, "packed_turned": packed_turned}
 
+    def evidence(self, base: torch.Tensor, spectra: torch.Tensor, packed: torch.Tensor, packed_turned: torch.Tensor,
+                 demo_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The match counts of the 796 candidates [B, 796, 7] and which are dropped as a copy of an earlier one,
+        bool [B, 796], from the base images [B, k, 12, 8, 8], their ``spectra``, the packed inputs [B, k, 4, 8, 8],
+        the turned packed inputs [B, k, 7, 4, 8, 8] and the outputs [B, k, 8, 8] (fixed functions of the grids)."""
+        B = base.shape[0]
+        colour_out = frequency_major(spectrum(one_hot(demo_out)[:, :, None]))
+        edges = boundary(base)                            # a boundary turns with its grid: turn the packings' own
+        counts = torch.cat([match_counts(spectra, colour_out, edges, boundary(demo_out)[:, :, None]).view(B, -1, MATCHES),
+                            direct_counts(packed_turned.flatten(2, 3), demo_out,
+                                          self.turn(edges[:, :, DIHEDRAL:]).flatten(2, 3))], dim=1)
+        copy = torch.zeros(B, counts.shape[1], dtype=torch.bool, device=counts.device)
+        copy[:, BASES * CELLS:] = ~first_copies(packed_turned.flatten(2, 3), packed)   # a turned packing seen before
+        return counts, copy
+
     def turn(self, grids: torch.Tensor) -> torch.Tensor:
         """The 7 dihedral maps other than the identity of each of M grids: [B, k, M, 8, 8] -> [B, k, 7, M, 8, 8].
         A turn of a packing is a packing of the turn (against the turned side): gravity after a turn."""
         B, k, M = grids.shape[:3]
-        return grids.reshape(B, k, M, CELLS)[..., self.index[1:]].transpose(2, 3).reshape(
-            B, k, DIHEDRAL - 1, M, GRID, GRID)
+        return grids.reshape(B, k, M, CELLS).index_select(-1, self.index[1:].flatten()).view(
+            B, k, M, DIHEDRAL - 1, CELLS).transpose(2, 3).reshape(B, k, DIHEDRAL - 1, M, GRID, GRID)
 
     def where(self, shifted: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """The alignment [B, 12, 8, 8] + [B, 7, 4] as the sum of the embeddings of each candidate's dihedral

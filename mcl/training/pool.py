@@ -13,13 +13,13 @@ of all runs.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcl.config import Params, run_name
+from mcl.processes import pool_workers
 
 __all__ = ["Run", "pool_workers", "train_runs", "train_seeds"]
 
@@ -34,14 +34,6 @@ class Run:
     run_dir: Path
     metrics_dir: Path
     options: dict = field(default_factory=dict)  # resume, tensorboard, curves
-
-
-def pool_workers(requested: int, threads: int, n_runs: int, cores: int | None = None) -> int:
-    """Worker processes for ``n_runs`` runs: ``requested`` or, if 0, ``cores // threads``; 1..n_runs."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n = requested or max(1, cores // threads)
-    return max(1, min(n, n_runs))
 
 
 def _train_one(run: Run, queue) -> dict:
