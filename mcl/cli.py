@@ -86,7 +86,7 @@ def generate(params_path, out):
 
 ARM_CHOICE = click.Choice(["share", "baseline", "oracle"])
 ARM_HELP = ("share: params as given; baseline: loss.beta forced to 0; oracle: the baseline with the true program "
-            "as its task vector (control).")
+            "as its task vector, absent steps skipped (control).")
 ARM_OPTION = click.option("--arm", type=ARM_CHOICE, required=True, help=ARM_HELP)
 WORKERS_HELP = "Processes side by side (default train.workers; 0 there = cores // train.threads)."
 SEED_OPTION = click.option("--seed", type=int, required=True, help="Training seed (one of train.seeds in the pipeline).")
@@ -182,11 +182,13 @@ def evaluate(params_path, arm, seed, models_dir, out):
 @click.option("--workers", type=int, default=None, help=WORKERS_HELP)
 @click.option("--models-dir", default="models", show_default=True)
 @click.option("--out-dir", default="metrics/finetune", show_default=True,
-              help="Writes <arm>/seed<k>.json (means per method and per-task results) and <arm>/seed<k>.curve.csv.")
+              help="Writes <arm>/seed<k>.json: means per method and per-task results.")
+@click.option("--curves-dir", default="metrics/finetune_curves", show_default=True,
+              help="Writes <arm>/seed<k>.csv: IoU and exact match per step, mean over label sets (the stage's plot).")
 @click.option("--split", type=click.Choice(["fewshot", "dev"]), default="fewshot", show_default=True,
               help="Label sets to adapt to: fewshot (the H2 measurement; test's label sets) or dev "
                    "(for choosing the finetune budget without looking at test label sets).")
-def finetune(params_path, arm, seeds, workers, models_dir, out_dir, split):
+def finetune(params_path, arm, seeds, workers, models_dir, out_dir, curves_dir, split):
     """Few-shot adaptation of trained models on label sets of the fewshot (or dev) split, seeds side by side.
 
     Per label set: no adaptation, finetune.method (LoRA or adapter: only inserted
@@ -202,7 +204,7 @@ def finetune(params_path, arm, seeds, workers, models_dir, out_dir, split):
 
     seeds = list(seeds) or list(params.train.oracle_seeds if arm == "oracle" else params.train.seeds)
     n = workers or pool_workers(params.train.workers, params.train.threads, len(seeds))
-    jobs = [(params, arm, s, models_dir, out_dir, split) for s in seeds]
+    jobs = [(params, arm, s, models_dir, out_dir, curves_dir, split) for s in seeds]
     try:
         lines = map_processes(finetune_seed, jobs, n, desc=f"finetune {arm}")
     except ValueError as e:   # too few episodes for the requested tasks

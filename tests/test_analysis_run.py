@@ -182,7 +182,7 @@ def build_tiny_pipeline(root: Path, overrides: dict | None = None):
                    "--out", m / "eval" / f"{name}.json")
             if arm not in CONTROLS:
                 invoke("finetune", "--arm", arm, "--seed", seed, "--models-dir", root / "models",
-                       "--out-dir", m / "finetune")
+                       "--out-dir", m / "finetune", "--curves-dir", m / "finetune_curves")
     invoke("summarize", "--eval-dir", m / "eval", "--finetune-dir", m / "finetune", "--out", m / "summary.json")
     return params, params_path
 

@@ -239,6 +239,17 @@ def test_a_full_memo_still_answers_every_episode():
     assert len(embed.memo.rows) == 2 and torch.equal(first, again)
 
 
+def test_the_memo_stores_only_while_the_module_trains():
+    """Evaluation sees each episode once: an embedding in eval mode looks episodes up but keeps none."""
+    din, dout = episodes(4, seed=2)
+    embed = CorrespondenceEmbed(d_model=8).eval()
+    with torch.no_grad():
+        first = embed(din, dout)
+        assert len(embed.memo.rows) == 0
+        embed.train()
+        assert torch.equal(embed(din, dout), first) and len(embed.memo.rows) == 4
+
+
 def test_the_memo_answers_each_episode_with_its_own_evidence():
     """Rows come back in the order of the episodes asked for, cold, partly warm or warm; ``compute`` sees only
     the episodes not yet remembered."""

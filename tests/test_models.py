@@ -41,6 +41,11 @@ def test_oracle_encoder_reads_the_program_not_the_demonstrations():
     with torch.no_grad():
         slots = model.encoder(prog, arg)[0].view(len(prog), 3, -1)
     assert len({tuple(v.tolist()) for v in slots[:, 0]}) == len(steps) + 1
+    with torch.no_grad():                                    # the executor skips the passes of absent steps
+        h = model.encoder(program, args)[0]
+        assert torch.equal(model(inputs, outputs, program, args).logits,
+                           model.executor(inputs[:, -1].long(), h, program >= 0))
+        assert not torch.equal(out.logits, model.executor(inputs[:, -1].long(), h))
     late = torch.tensor([[-1, -1, 5]], dtype=torch.int16), torch.tensor([[(-1, -1), (-1, -1), (3, -1)]], dtype=torch.int16)
     first = torch.tensor([[5, -1, -1]], dtype=torch.int16), torch.tensor([[(3, -1), (-1, -1), (-1, -1)]], dtype=torch.int16)
     with torch.no_grad():

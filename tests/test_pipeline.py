@@ -64,7 +64,7 @@ def test_dvc_repro_end_to_end_and_beta_retrains_only_share(reproduced_repo, dvc_
         ft = json.loads((repo / "metrics" / "finetune" / f"{name}.json").read_text())
         assert ft["method"] == "lora" and {"none", "lora", "full"} <= set(ft) and len(ft["tasks"]) == 2
         assert {"final_iou", "steps_to_threshold"} <= set(ft["lora"])
-        curve = (repo / "metrics" / "finetune" / f"{name}.curve.csv").read_text().splitlines()
+        curve = (repo / "metrics" / "finetune_curves" / f"{name}.csv").read_text().splitlines()
         assert {"step", "iou_none", "iou_adapted", "iou_full"} <= set(curve[0].split(","))
         assert [line.split(",")[0] for line in curve[1:]] == ["0", "2", "4"]
 

@@ -59,14 +59,30 @@ def test_finetune_side_by_side_equals_alone(write_tiny_params, make_tiny_params,
     for workers in (1, 2):
         out = tmp_path / f"finetune{workers}"
         proc = run_mcl(["finetune", "--params", params, "--arm", "share", "--workers", workers,
-                        "--models-dir", tmp_path / "models", "--out-dir", out], cwd=tmp_path)
+                        "--models-dir", tmp_path / "models", "--out-dir", out, "--curves-dir", out / "curves"],
+                       cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert [line.split(":")[0] for line in proc.stdout.splitlines()] == [f"share/seed{s}" for s in SEEDS]
-        got[workers] = {s: ((out / f"share/seed{s}.curve.csv").read_bytes(),
+        got[workers] = {s: ((out / f"curves/share/seed{s}.csv").read_bytes(),
                             json.loads(re.sub(r'"wall_time_s": [^,}]+', '"wall_time_s": 0',
                                               (out / f"share/seed{s}.json").read_text()))) for s in SEEDS}
     assert got[1] == got[2]
     assert got[1][0][0] != got[1][1][0]  # the seeds really differ
+
+
+def count_steps(n: int, queue) -> tuple[int, bool]:
+    """A job that reports ``n`` steps, one at a time, on the queue it is given (if any)."""
+    for _ in range(n if queue is not None else 0):
+        queue.put(1)
+    return n, queue is not None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_processes_counting_steps_hands_each_job_a_queue_if_it_shows_a_bar(workers):
+    jobs = [(3,), (2,)]
+    assert map_processes(count_steps, jobs, workers, "steps", progress=True, steps=5) == [(3, True), (2, True)]
+    assert map_processes(count_steps, jobs, workers, "steps", progress=False, steps=5) == [(3, False), (2, False)]
+    assert map_processes(operator.neg, [(1,), (2,)], workers, "neg", progress=True) == [-1, -2]   # no queue
 
 
 @pytest.fixture(scope="module")

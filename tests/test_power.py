@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -15,6 +14,7 @@ from mcl.studies.power import (
     plan_primaries,
     power_study,
     seed_minutes,
+    pool_minutes,
     training_minutes,
 )
 from mcl.stats.intervals import seeds_for_power
@@ -24,11 +24,21 @@ from mcl.training.pool import pool_workers
 TWO = lambda n: min(2, n)  # noqa: E731  (two workers, at most one per seed)
 
 
+def test_pool_minutes_starts_each_job_on_the_first_free_process():
+    assert pool_minutes([4.0] * 5, 2) == 12.0
+    assert pool_minutes([4.0, 1.0, 1.0, 1.0], 2) == 4.0        # the short jobs share the second process
+    assert pool_minutes([1.0, 4.0, 4.0], 2) == 5.0
+    assert pool_minutes([3.0] * 4, 1) == 12.0
+    assert pool_minutes([], 2) == 0.0
+
+
 def test_training_rounds():
     assert training_minutes(6, 4.0, TWO) == 2 * 3 * 4.0
     assert training_minutes(7, 4.0, TWO) == training_minutes(8, 4.0, TWO) == 2 * 4 * 4.0  # an odd seed costs a round
     assert training_minutes(1, 4.0, TWO) == 2 * 4.0
-    assert training_minutes(6, 4.0, lambda n: 1, arms=1) == 24.0
+    # the oracle control fills the core the baseline's last round leaves free, or costs a round of its own
+    assert training_minutes(5, 4.0, TWO, oracle_runs=2, oracle_min=1.0) == 12.0 + 12.0
+    assert training_minutes(6, 4.0, TWO, oracle_runs=2, oracle_min=1.0) == 12.0 + 13.0
 
 
 def test_pipeline_projection_scales_the_rest_with_seeds():
@@ -75,30 +85,33 @@ def test_plan_primaries():
     assert list(mde) == sorted(mde) and all(mde[m] > mde[n] for m, n in zip(list(mde), list(mde)[1:]))
 
 
-def write_run(root, seeds, wall_s=240.0, n_seeds=None, drop=()):
-    """A finished default run: analysis.json with every primary, timing.csv per share/baseline seed."""
+def write_run(root, seeds, wall_s=240.0, n_seeds=None, drop=(), oracle_seeds=(0, 1), oracle_wall_s=60.0):
+    """A finished default run: analysis.json with every primary, timing.csv per share/baseline seed and per
+    oracle seed."""
     root.mkdir(parents=True, exist_ok=True)
     keys = primaries()
     hyps = {k: entry(0.01**2, 0.02, n_seeds=n_seeds or len(seeds)) for k in keys if k not in drop}
     hyps["H1_exact_match"] = entry(2e-6, 0.02, groups=37, group_var=2.3e-5, res_var=3.3e-4, n_seeds=n_seeds or len(seeds))
     analysis = root / "analysis.json"
     analysis.write_text(json.dumps({"hypotheses": hyps}))
-    for arm in ("share", "baseline"):
-        for s in seeds:
+    for arm, arm_seeds, wall in (("share", seeds, wall_s), ("baseline", seeds, wall_s), ("oracle", oracle_seeds, oracle_wall_s)):
+        for s in arm_seeds:
             d = root / "train" / arm / f"seed{s}"
             d.mkdir(parents=True)
-            (d / "timing.csv").write_text(f"step,step_time_ms,wall_time_s\n50,60,3.0\n4000,59,{wall_s}\n")
+            (d / "timing.csv").write_text(f"step,step_time_ms,wall_time_s\n50,60,3.0\n4000,59,{wall}\n")
     return analysis, root / "train"
 
 
 def test_power_study(tmp_path):
     params = load_params("params.yaml")
     seeds = list(params.train.seeds)
-    analysis, timing = write_run(tmp_path, seeds)
+    oracle_seeds = list(params.train.oracle_seeds)
+    analysis, timing = write_run(tmp_path, seeds, oracle_seeds=oracle_seeds)
     assert seed_minutes(timing, seeds) == (4.0, 2 * len(seeds))
-    workers = pool_workers(params.train.workers, params.train.threads, len(seeds))
+    assert seed_minutes(timing, oracle_seeds, ("oracle",)) == (1.0, len(oracle_seeds))
+    workers = lambda n: pool_workers(params.train.workers, params.train.threads, n)  # noqa: E731
     # a pipeline measured at exactly its training time plus 1 min per seed
-    pilot = 2 * math.ceil(len(seeds) / workers) * 4.0 + len(seeds)
+    pilot = training_minutes(len(seeds), 4.0, workers, len(oracle_seeds), 1.0) + len(seeds)
     study = power_study(params, analysis, timing, pilot, budget_min=45.0)
     text, r = study.markdown, study.data
     # seed sd 0.01 against delta 0.02 at alpha 0.05/5: the per-seed primaries need
@@ -109,7 +122,8 @@ def test_power_study(tmp_path):
     for key in primaries():
         assert f"| `{key}` |" in text
     # a tight budget caps the recommendation
-    tight = power_study(params, analysis, timing, pilot, budget_min=2 * 4.0 + 2.0).data
+    tight = power_study(params, analysis, timing, pilot,
+                        budget_min=training_minutes(2, 4.0, workers, len(oracle_seeds), 1.0) + 2.0).data
     assert tight["affordable"] == tight["recommended"] == 2
     with pytest.raises(ValueError, match="over the 5 min budget"):
         power_study(params, analysis, timing, pilot, budget_min=5.0)

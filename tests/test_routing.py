@@ -163,6 +163,22 @@ def test_executor_reads_one_slot_per_pass_and_returns_log_probabilities():
     assert POS == 17
 
 
+def test_absent_steps_pass_the_grid_through():
+    """``present`` skips passes: with only the first step present the output is that one pass; with none, the query."""
+    torch.manual_seed(1)
+    ex = RoutingExecutor(h_dim=12, d_model=8, steps=3)
+    query, task = torch.randint(0, NUM_COLOURS, (4, GRID, GRID)), torch.randn(4, 12)
+    with torch.no_grad():
+        x = F.one_hot(query.view(4, -1), NUM_COLOURS).float()
+        one_pass = apply_step(x, ex.step_params(task.view(4, 3, -1)[:, 0]), ex.pos).clamp_min(1e-6).log()
+        first_only = ex(query, task, torch.tensor([[True, False, False]] * 4))
+        none = ex(query, task, torch.zeros(4, 3, dtype=torch.bool))
+        every = ex(query, task, torch.ones(4, 3, dtype=torch.bool))
+    assert torch.equal(first_only, one_pass.transpose(1, 2).reshape(4, NUM_COLOURS, GRID, GRID))
+    assert torch.equal(none.argmax(1), query) and torch.equal(every, ex(query, task))
+    assert not torch.equal(first_only, every)
+
+
 def test_softmax_rows_is_the_softmax_over_the_last_axis():
     logits = torch.randn(5, 64, 8) * 4
     assert torch.allclose(softmax_rows(logits), logits.softmax(-1), atol=1e-6)

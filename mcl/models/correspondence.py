@@ -42,6 +42,7 @@ DIHEDRAL = 8
 MATCHES = 7      # per map: equal colour, both non-background, both boundary, then 4 totals
 PACKINGS = 4     # non-background cells packed down, up, left, right
 BASES = DIHEDRAL + PACKINGS   # base images taken under every shift: the turned inputs, the packed input
+SHIFTED = BASES * CELLS       # candidates that are a base image under a cyclic shift; then the turned packings
 FREQUENCIES = GRID * (GRID // 2 + 1)   # of a real 8x8 grid's half spectrum
 COMPOUND_PRIOR = 2.0   # initial cost, in nats, of a packing composed with a shift or a turn (see alignment)
 GLOBAL = 4 * NUM_COLOURS + 2 * 4
@@ -202,7 +203,8 @@ def direct_counts(moved: torch.Tensor, demo_out: torch.Tensor, edge_in: torch.Te
 class EvidenceMemo:
     """Each episode's :meth:`CorrespondenceEmbed.evidence`, computed once: it is a fixed function of the
     episode's grids, so an episode seen again (every epoch) looks it up by the bytes of its pairs. Holds at
-    most ``capacity`` episodes (about 22 KB each); copies of the module share it."""
+    most ``capacity`` episodes (about 22 KB each), stored only while the module trains (evaluation sees an
+    episode once); copies of the module share it."""
 
     def __init__(self, capacity: int = 1 << 15):
         self.capacity, self.rows = capacity, {}
@@ -210,9 +212,10 @@ class EvidenceMemo:
     def __deepcopy__(self, memo):
         return self
 
-    def lookup(self, pairs: torch.Tensor, compute) -> tuple[torch.Tensor, torch.Tensor]:
+    def lookup(self, pairs: torch.Tensor, compute, store: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Evidence of the episodes with ``pairs`` long [B, 2k, 8, 8]: each tensor of ``compute(i)`` (the
-        evidence of episodes ``i``, an index tensor or ``slice(None)`` for all) stacked per episode, in order."""
+        evidence of episodes ``i``, an index tensor or ``slice(None)`` for all) stacked per episode, in order;
+        the computed rows are kept for later lookups if ``store``."""
         keys = [row.tobytes() for row in pairs.to(torch.uint8).flatten(1).cpu().numpy()]
         missing = [b for b, key in enumerate(keys) if key not in self.rows]
         found = {}
@@ -221,7 +224,7 @@ class EvidenceMemo:
             computed = compute(index)
             for j, b in enumerate(missing):
                 found[keys[b]] = tuple(t[j] for t in computed)   # views: the rows of one batch stay together
-                if len(self.rows) < self.capacity:
+                if store and len(self.rows) < self.capacity:
                     self.rows[keys[b]] = found[keys[b]]
         rows = [self.rows[key] if key in self.rows else found[key] for key in keys]
         return tuple(torch.stack(column).to(pairs.device) for column in zip(*rows))
@@ -236,7 +239,7 @@ class CorrespondenceEmbed(nn.Module):
         source, phase = dihedral_spectra()
         self.register_buffer("source", source, persistent=False)
         self.register_buffer("phase", phase, persistent=False)
-        is_compound = torch.ones(BASES * CELLS + (DIHEDRAL - 1) * PACKINGS)
+        is_compound = torch.ones(SHIFTED + (DIHEDRAL - 1) * PACKINGS)
         is_compound[:DIHEDRAL * CELLS] = is_compound[DIHEDRAL * CELLS::CELLS][:PACKINGS] = 0   # symmetries, packings
         self.register_buffer("is_compound", is_compound, persistent=False)
         self.memo = EvidenceMemo()
@@ -280,12 +283,11 @@ class CorrespondenceEmbed(nn.Module):
             spectrum(one_hot(packed)).permute(0, 4, 5, 2, 1, 3))                # the packings
         with torch.no_grad():
             counts, copy = self.memo.lookup(torch.cat([demo_in, demo_out], dim=1), lambda i: self.evidence(
-                base[i], spectra[i], packed[i], packed_turned[i], demo_out[i]))
-        shifted = BASES * CELLS
+                base[i], spectra[i], packed[i], packed_turned[i], demo_out[i]), store=self.training)
         scores = (self.score(counts) + self.score_mlp(counts)).squeeze(-1) + self.compound * self.is_compound
         pi = scores.masked_fill(copy, float("-inf")).softmax(-1)                # [B, 796]
-        return {"shifted": pi[:, :shifted].view(B, BASES, GRID, GRID),
-                "packed": pi[:, shifted:].view(B, DIHEDRAL - 1, PACKINGS),
+        return {"shifted": pi[:, :SHIFTED].view(B, BASES, GRID, GRID),
+                "packed": pi[:, SHIFTED:].view(B, DIHEDRAL - 1, PACKINGS),
                 "spectra": spectra, "packed_turned": packed_turned}
 
     def evidence(self, base: torch.Tensor, spectra: torch.Tensor, packed: torch.Tensor, packed_turned: torch.Tensor,
@@ -300,7 +302,7 @@ class CorrespondenceEmbed(nn.Module):
                             direct_counts(packed_turned.flatten(2, 3), demo_out,
                                           self.turn(edges[:, :, DIHEDRAL:]).flatten(2, 3))], dim=1)
         copy = torch.zeros(B, counts.shape[1], dtype=torch.bool, device=counts.device)
-        copy[:, BASES * CELLS:] = ~first_copies(packed_turned.flatten(2, 3), packed)   # a turned packing seen before
+        copy[:, SHIFTED:] = ~first_copies(packed_turned.flatten(2, 3), packed)   # a turned packing seen before
         return counts, copy
 
     def turn(self, grids: torch.Tensor) -> torch.Tensor:

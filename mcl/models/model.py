@@ -524,9 +524,12 @@ class MCLModel(nn.Module):
         """Demonstrations [B, k, 8, 8] -> (h [B, h_dim], acts)."""
         return self.encoder(demo_in.long(), demo_out.long())
 
-    def execute(self, query: torch.Tensor, task_vec: torch.Tensor) -> torch.Tensor:
-        """Query grid [B, 8, 8] and task vector [B, h_dim] -> logits [B, 10, 8, 8]."""
-        return self.executor(query.long(), task_vec)
+    def execute(self, query: torch.Tensor, task_vec: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Query grid [B, 8, 8] and task vector [B, h_dim] -> logits [B, 10, 8, 8]; ``present`` bool [B, 3]:
+        the program steps that exist (routing executor only: the passes of the others are skipped)."""
+        if present is None:
+            return self.executor(query.long(), task_vec)
+        return self.executor(query.long(), task_vec, present)
 
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor, program: torch.Tensor | None = None,
                 args: torch.Tensor | None = None, detach_sae: bool = False, cotrain: int = 0) -> ModelOutput:
@@ -551,10 +554,13 @@ class MCLModel(nn.Module):
             raise ValueError(f"inputs must be [B, S >= 2, 8, 8], got {tuple(inputs.shape)}")
         if cotrain and self.program_encoder is None:
             raise ValueError("this model has no program encoder (built without cotrain)")
+        present = None                                               # every pass runs unless the oracle says
         if self.cfg.encoder == "oracle":
             if program is None or args is None:
                 raise ValueError("the oracle encoder needs the true program and args")
             h, acts = self.encoder(program, args)                    # h [B, h_dim]
+            if self.cfg.executor == "routing" and self.executor.steps == program.shape[1]:
+                present = program >= 0                               # [B, 3]: absent steps pass the grid unchanged
         else:
             h, acts = self.encode(inputs[:, :-1], outputs[:, :-1])   # h [B, h_dim]
         z, h_hat = self.sae(h.detach() if detach_sae else h)         # [B, sae_dim], [B, h_dim]
@@ -563,7 +569,7 @@ class MCLModel(nn.Module):
         if cotrain:                                                  # one executor pass for both
             task = torch.cat([task, self.program_encoder(program[:cotrain], args[:cotrain])[0]])
             query = torch.cat([query, query[:cotrain]])
-        logits = self.execute(query, task)                           # [B + cotrain, 10, 8, 8]
+        logits = self.execute(query, task, present)                  # [B + cotrain, 10, 8, 8]
         logits, cotrain_logits = logits[:len(h)], (logits[len(h):] if cotrain else None)
         aux_logits = self.aux_head(h if self.cfg.aux_from == "h" else z)  # [B, P]
         acts = dict(acts)

@@ -181,12 +181,17 @@ class RoutingExecutor(nn.Module):
         return StepParams(**{f.name: self.bias[f.name] + r.view(B, *SHAPES[f.name])
                              for f, r in zip(fields(StepParams), raw)})
 
-    def forward(self, query: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """query long [B, 8, 8], task [B, h_dim] -> logits [B, 10, 8, 8] (log colour probabilities)."""
+    def forward(self, query: torch.Tensor, task: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """query long [B, 8, 8], task [B, h_dim] -> logits [B, 10, 8, 8] (log colour probabilities).
+
+        ``present`` bool [B, steps], if given, skips the passes of absent program steps (the grid passes
+        through unchanged): the oracle-task control knows its program's length.
+        """
         B = query.shape[0]
         x = F.one_hot(query.reshape(B, CELLS), NUM_COLOURS).to(task.dtype)   # [B, 64, 10]
         slots = task.view(B, self.steps, -1)
         for t in range(self.steps):
-            x = apply_step(x, self.step_params(slots[:, t]), self.pos.to(x.dtype))
+            stepped = apply_step(x, self.step_params(slots[:, t]), self.pos.to(x.dtype))
+            x = stepped if present is None else torch.where(present[:, t, None, None], stepped, x)
         logits = torch.log(x.clamp_min(1e-6))                                   # [B, 64, 10]
         return logits.transpose(1, 2).reshape(B, NUM_COLOURS, GRID, GRID)

@@ -35,7 +35,7 @@ class Artifacts:
     oracle_evals : dict
         Oracle run -> ``metrics/eval/<run>.json``.
     finetune_curves, train_logs : dict
-        Arm -> run -> rows of ``metrics/finetune/<run>.curve.csv`` and ``metrics/train/<run>/metrics.csv``.
+        Arm -> run -> rows of ``metrics/finetune_curves/<run>.csv`` and ``metrics/train/<run>/metrics.csv``.
     oracle_train_logs : dict
         Oracle run -> rows of its training log, for the runs that have one.
     matrices : dict
@@ -144,7 +144,7 @@ def load_artifacts(params: Params, metrics_dir: Path, analysis_dir: Path, models
                   for k, v in read_json(metrics_dir / "hypotheses.json").items()}
     evals = {arm: {r: read_json(metrics_dir / "eval" / f"{r}.json") for r in runs[arm]} for arm in ARMS}
     finetune = {arm: {r: read_json(metrics_dir / "finetune" / f"{r}.json") for r in runs[arm]} for arm in ARMS}
-    curves = {arm: {r: read_csv(metrics_dir / "finetune" / f"{r}.curve.csv") for r in runs[arm]} for arm in ARMS}
+    curves = {arm: {r: read_csv(metrics_dir / "finetune_curves" / f"{r}.csv") for r in runs[arm]} for arm in ARMS}
     train = {arm: {r: read_csv(metrics_dir / "train" / r / "metrics.csv") for r in runs[arm]} for arm in ARMS}
     oracle_logs = {r: metrics_dir / "train" / r / "metrics.csv" for r in oracle_runs}
     first_runs = {arm: runs[arm][0] for arm in ARMS} | ({"oracle": oracle_runs[0]} if oracle_runs else {})

@@ -40,7 +40,7 @@ OLD_MODEL = {"model.executor": "transformer", "model.demo_embed": "patch"}
 VARIANTS: tuple[Variant, ...] = (
     Variant("default", "baseline", "the default recipe (baseline arm: no share loss)"),
     Variant("share", "share", "the default recipe with the share loss (share arm)"),
-    Variant("oracle", "oracle", "oracle-task control: the executor given the true program"),
+    Variant("oracle", "oracle", "oracle-task control: the executor given the true program (absent steps skipped)"),
     Variant("no_cotrain", "baseline", "no executor co-training on the true program", {"loss.cotrain": 0.0}),
     Variant("aux_0", "baseline", "no auxiliary primitive-label loss", {"loss.alpha": 0.0}),
     Variant("aux_1", "baseline", "auxiliary primitive-label loss weight 1 (the previous default)", {"loss.alpha": 1.0}),

@@ -26,7 +26,7 @@ from mcl.studies.result import StudyResult
 from mcl.text import fmt
 from mcl.training.pool import pool_workers
 
-__all__ = ["plan_primaries", "training_minutes", "pipeline_minutes", "affordable_seeds", "choose_seeds",
+__all__ = ["plan_primaries", "pool_minutes", "training_minutes", "pipeline_minutes", "affordable_seeds", "choose_seeds",
            "seed_minutes", "power_study"]
 
 #: Trained arms whose runs scale with ``train.seeds`` (the oracle control has its own seeds).
@@ -60,21 +60,38 @@ def plan_primaries(entries: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
     return plans
 
 
-def training_minutes(n_seeds: int, seed_min: float, workers: Callable[[int], int], arms: int = len(SEED_ARMS)) -> float:
-    """Wall clock of the training stages: ``arms`` stages of ``ceil(n / workers(n))`` rounds of one seed each."""
-    return arms * math.ceil(n_seeds / workers(n_seeds)) * seed_min
+def pool_minutes(durations: Sequence[float], workers: int) -> float:
+    """Wall clock of jobs lasting ``durations`` (minutes) run in that order on ``workers`` processes, each job
+    starting on the first process to come free (as the training pool schedules its runs)."""
+    free = [0.0] * workers
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free, default=0.0)
+
+
+def training_minutes(n_seeds: int, seed_min: float, workers: Callable[[int], int], oracle_runs: int = 0,
+                     oracle_min: float = 0.0) -> float:
+    """Wall clock of the training stages: the share arm's ``n_seeds`` runs in one pool, then the baseline's with
+    the oracle control's ``oracle_runs`` runs (``oracle_min`` each) after them in the next, which fill the cores
+    the baseline's last round leaves free; ``workers(n)`` is a pool's process count for n runs."""
+    controls = [seed_min] * n_seeds + [oracle_min] * oracle_runs
+    return pool_minutes([seed_min] * n_seeds, workers(n_seeds)) + pool_minutes(controls, workers(len(controls)))
 
 
 def pipeline_minutes(n_seeds: int, pilot_seeds: int, pilot_min: float, seed_min: float,
-                     workers: Callable[[int], int]) -> float:
+                     workers: Callable[[int], int], oracle_runs: int = 0, oracle_min: float = 0.0) -> float:
     """Projected wall clock of the default pipeline at ``n_seeds``.
 
     Training from :func:`training_minutes`; everything else of the pilot's measured
-    ``pilot_min`` (evaluate, finetune, analyse, report, the oracle control) is scaled in
-    proportion to the seeds (conservative: part of it is fixed).
+    ``pilot_min`` (evaluate, finetune, analyse, report) is scaled in proportion to the
+    seeds (conservative: part of it is fixed).
     """
-    other = max(pilot_min - training_minutes(pilot_seeds, seed_min, workers), 0.0)
-    return training_minutes(n_seeds, seed_min, workers) + other * n_seeds / pilot_seeds
+    def training(n: int) -> float:
+        return training_minutes(n, seed_min, workers, oracle_runs, oracle_min)
+
+    other = max(pilot_min - training(pilot_seeds), 0.0)
+    return training(n_seeds) + other * n_seeds / pilot_seeds
 
 
 def affordable_seeds(cost: Callable[[int], float], budget_min: float, max_seeds: int = 30) -> int:
@@ -94,14 +111,14 @@ def choose_seeds(needed: Sequence[int | None], affordable: int) -> int:
     return min(affordable, max((math.inf if n is None else n) for n in needed))
 
 
-def seed_minutes(timing_dir: Path, seeds: Sequence[int]) -> tuple[float, int]:
-    """Median wall clock (minutes) of one seed's training, over the share and baseline runs.
+def seed_minutes(timing_dir: Path, seeds: Sequence[int], arms: Sequence[str] = SEED_ARMS) -> tuple[float, int]:
+    """Median wall clock (minutes) of one seed's training, over the runs of ``arms`` (share and baseline).
 
     Read from the last row of each ``<timing_dir>/<arm>/seed<k>/timing.csv``; returns
     ``(minutes, number of runs)``.
     """
     walls = []
-    for arm in SEED_ARMS:
+    for arm in arms:
         for seed in seeds:
             path = timing_dir / run_name(arm, seed) / "timing.csv"
             rows = read_csv(path)
@@ -138,15 +155,18 @@ def power_study(params: Params, analysis_path: Path, timing_dir: Path, pipeline_
     if pilot != {len(seeds)}:
         raise ValueError(f"{analysis_path}: computed at {sorted(pilot)} seeds, but train.seeds has {len(seeds)}")
     seed_min, n_runs = seed_minutes(timing_dir, seeds)
+    oracle_seeds = list(params.train.oracle_seeds)
+    oracle_min = seed_minutes(timing_dir, oracle_seeds, ("oracle",))[0] if oracle_seeds else 0.0
     workers = lambda n: pool_workers(params.train.workers, params.train.threads, n)  # noqa: E731
-    cost = lambda n: pipeline_minutes(n, len(seeds), pipeline_min, seed_min, workers)  # noqa: E731
+    cost = lambda n: pipeline_minutes(n, len(seeds), pipeline_min, seed_min, workers,  # noqa: E731
+                                      len(oracle_seeds), oracle_min)
     plans = plan_primaries(entries, keys, alpha, power, max_seeds)
     afford = affordable_seeds(cost, budget_min, max_seeds)
     if afford < 2:
         raise ValueError(f"a 2-seed pipeline takes {cost(2):.1f} min, over the {budget_min:g} min budget")
     recommended = choose_seeds([p["seeds_holm"] for p in plans], afford)
     result = {"recommended": recommended, "affordable": afford, "current": len(seeds), "plans": plans,
-              "seed_min": seed_min, "pipeline_min": pipeline_min, "budget_min": budget_min}
+              "seed_min": seed_min, "oracle_min": oracle_min, "pipeline_min": pipeline_min, "budget_min": budget_min}
     return StudyResult(_render(result, params, n_runs, power, max_seeds, workers, cost), result)
 
 
@@ -211,9 +231,11 @@ def _render(r: Mapping[str, Any], params: Params, n_runs: int, power: float, max
         "",
         f"- One seed's training (train.steps = {params.train.steps}): median {r['seed_min']:.2f} min over the "
         f"{n_runs} share and baseline runs, trained {workers(n_now)} side by side.",
-        f"- Training rounds: each of the {len(SEED_ARMS)} arms trains ceil(n / workers) rounds; the rest of the "
-        f"measured {r['pipeline_min']:g} min (evaluate, finetune, analyse, report, the oracle control) is scaled "
-        "in proportion to the seeds.",
+        f"- The oracle control's {len(params.train.oracle_seeds)} runs: median {r['oracle_min']:.2f} min each.",
+        "- Training: the share arm's seeds in one pool, then the baseline's with the oracle control's runs after "
+        "them in the next, each run starting on the first free process (`pool_minutes`); the rest of the "
+        f"measured {r['pipeline_min']:g} min (evaluate, finetune, analyse, report) is scaled in proportion to "
+        "the seeds.",
         "",
         "| seeds | projected pipeline (min) | fits the budget |",
         "|---|---|---|",

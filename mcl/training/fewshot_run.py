@@ -15,9 +15,11 @@ from mcl.training.finetune import finetune_model, mean_curve
 __all__ = ["finetune_seed"]
 
 
-def finetune_seed(params: Params, arm: str, seed: int, models_dir: str, out_dir: str, split: str) -> str:
+def finetune_seed(params: Params, arm: str, seed: int, models_dir: str, out_dir: str, curves_dir: str,
+                  split: str) -> str:
     """Adapt one trained run on ``split`` with ``train.threads`` threads (the same bytes alone or in a pool);
-    write its json and curve csv and return its summary line."""
+    write its json to ``out_dir/<arm>/seed<k>.json`` and its mean curve to ``curves_dir/<arm>/seed<k>.csv``
+    and return its summary line."""
     torch.set_num_threads(params.train.threads)
     params = arm_params(params, arm)
     name = run_name(arm, seed)
@@ -25,13 +27,12 @@ def finetune_seed(params: Params, arm: str, seed: int, models_dir: str, out_dir:
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
     result = finetune_model(model, store.load(split), store.primitives, params, device)
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{name}.json", {**result["summary"], "method": params.finetune.method,
+    write_json(Path(out_dir) / f"{name}.json", {**result["summary"], "method": params.finetune.method,
                                            "tasks": {t: {how: {k: v for k, v in r.items() if k != "curve"}
                                                          for how, r in runs.items()}
                                                      for t, runs in result["tasks"].items()}})
     rows = mean_curve(result)
-    write_csv(out_dir / f"{name}.curve.csv", list(rows[0]), rows)
+    write_csv(Path(curves_dir) / f"{name}.csv", list(rows[0]), rows)
     s = result["summary"]
     return f"{name}: " + "; ".join(f"{how} final iou {s[how]['final_iou']:.4f}, steps to threshold "
                                    f"{s[how]['steps_to_threshold']:.1f}" for how in result["methods"])

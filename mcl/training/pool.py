@@ -12,14 +12,11 @@ of all runs.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import sys
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcl.config import Params, run_name
-from mcl.processes import pool_workers
+from mcl.processes import map_processes, pool_workers
 
 __all__ = ["Run", "pool_workers", "train_runs", "train_seeds"]
 
@@ -50,38 +47,11 @@ def _train_one(run: Run, queue) -> dict:
 
 
 def train_runs(runs: list[Run], workers: int, desc: str = "train", progress: bool = True) -> list[dict]:
-    """Train ``runs`` in ``workers`` processes; the per-run summaries in the order of ``runs``.
-
-    With one worker the runs train one after another in this process. The first failure
-    cancels the runs not yet started and is raised.
-    """
-    from tqdm import tqdm
-
-    from mcl.training.trainer import train
-
-    if workers == 1:
-        return [train(r.params, r.arm, r.seed, r.run_dir, r.metrics_dir, progress=progress, **r.options) for r in runs]
-    ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        queue = manager.Queue() if progress else None
-        bar = tqdm(total=sum(r.params.train.steps for r in runs), desc=f"{desc} ({len(runs)} runs, {workers} workers)",
-                   unit="step", file=sys.stderr, disable=not progress)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_train_one, r, queue) for r in runs]
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                    while queue is not None and not queue.empty():
-                        bar.update(queue.get())
-                    failed = [f for f in done if f.exception() is not None]
-                    if failed:
-                        for f in pending:
-                            f.cancel()
-                        raise failed[0].exception()
-        finally:
-            bar.close()
-        return [f.result() for f in futures]
+    """Train ``runs`` in ``workers`` processes (one after another in this one if 1), one bar counting the
+    steps of all; the per-run summaries in the order of ``runs``. The first failure cancels the runs not
+    yet started and is raised."""
+    return map_processes(_train_one, [(r,) for r in runs], workers, desc, progress,
+                         steps=sum(r.params.train.steps for r in runs))
 
 
 def train_seeds(params: Params, arm_seeds: dict[str, list[int]], models_dir, metrics_dir, *, resume: bool = False,
