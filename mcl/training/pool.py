@@ -47,9 +47,14 @@ def _train_one(run: Run, queue) -> dict:
 
 
 def train_runs(runs: list[Run], workers: int, desc: str = "train", progress: bool = True) -> list[dict]:
-    """Train ``runs`` in ``workers`` processes (one after another in this one if 1), one bar counting the
-    steps of all; the per-run summaries in the order of ``runs``. The first failure cancels the runs not
-    yet started and is raised."""
+    """Train ``runs`` in ``workers`` processes, one bar counting the steps of all; the per-run summaries in the
+    order of ``runs``. The first failure cancels the runs not yet started and is raised. With one worker the
+    runs train one after another in this process, each with its own bar, shown once its folders are checked
+    (a bad folder is a one-line error)."""
+    if workers == 1:
+        from mcl.training.trainer import train
+
+        return [train(r.params, r.arm, r.seed, r.run_dir, r.metrics_dir, progress=progress, **r.options) for r in runs]
     return map_processes(_train_one, [(r,) for r in runs], workers, desc, progress,
                          steps=sum(r.params.train.steps for r in runs))
 
