@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mcl.data.primitives import apply_primitive
-from mcl.models.correspondence import (CorrespondenceEmbed, EvidenceMemo, boundary, correlate, dihedral_index, dihedral_spectra,
-                                       direct_counts, first_copies, frequency_major, match_counts, one_hot, pack,
-                                       packing, spectrum, weigh_spectra)
+from mcl.models.correspondence import (CorrespondenceEmbed, EvidenceMemo, boundary, correlate, dihedral_index,
+                                       dihedral_spectra, direct_counts, first_copies, frequency_major, match_counts,
+                                       one_hot, pack, packing, spectrum, weigh_spectra)
 
 
 def demos(name, a, b, n=3, seed=0, then=None):

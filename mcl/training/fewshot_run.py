@@ -27,10 +27,9 @@ def finetune_seed(params: Params, arm: str, seed: int, models_dir: str, out_dir:
     store = open_store(params.data.store)
     model = load_trained(Path(models_dir) / name, params, device)
     result = finetune_model(model, store.load(split), store.primitives, params, device)
-    write_json(Path(out_dir) / f"{name}.json", {**result["summary"], "method": params.finetune.method,
-                                           "tasks": {t: {how: {k: v for k, v in r.items() if k != "curve"}
-                                                         for how, r in runs.items()}
-                                                     for t, runs in result["tasks"].items()}})
+    tasks = {t: {how: {k: v for k, v in r.items() if k != "curve"} for how, r in runs.items()}
+             for t, runs in result["tasks"].items()}
+    write_json(Path(out_dir) / f"{name}.json", {**result["summary"], "method": params.finetune.method, "tasks": tasks})
     rows = mean_curve(result)
     write_csv(Path(curves_dir) / f"{name}.csv", list(rows[0]), rows)
     s = result["summary"]
